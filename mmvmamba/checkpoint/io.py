@@ -1,0 +1,221 @@
+"""Safe checkpoint reading and checked state-dict loading.
+
+Every checkpoint mmvmamba reads goes through :func:`load_checkpoint_file`:
+``torch.load(weights_only=True)`` with a narrow allow-list, so a pickle that would run code is
+refused, and a missing, truncated or corrupt file fails with one clear :class:`CheckpointError`
+naming the file. Every state dict mmvmamba loads goes through :func:`load_state_dict_checked`,
+which names each missing, unexpected and mis-shaped key instead of loading part of a model in
+silence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "CheckpointError",
+    "LoadReport",
+    "allow_safe_globals",
+    "load_checkpoint_file",
+    "load_state_dict_checked",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be read, or does not fit the model it is loaded into."""
+
+
+class _YacsCfgNodeStandIn(dict):
+    """Unpickles the ``yacs.config.CfgNode`` that official VMamba checkpoints store under
+    ``config``, as a plain dict, without importing or running yacs."""
+
+    def __setstate__(self, state: dict) -> None:  # CfgNode pickles its __dict__ flags
+        self.__dict__.update(state)
+
+
+def _mmengine_globals() -> list:
+    """The classes mmengine 0.10.x puts into the checkpoints it writes (message hub, meta)."""
+    found: list = []
+    try:
+        from mmengine.logging.history_buffer import HistoryBuffer
+
+        found.append(HistoryBuffer)
+    except ImportError:  # mmengine is optional for vmamba_ops users of this module
+        pass
+    try:
+        from mmengine.config.config import ConfigDict
+
+        found.append(ConfigDict)
+    except ImportError:
+        pass
+    return found
+
+
+def _numpy_globals() -> list:
+    """numpy reconstructors needed for arrays and scalars in mmengine's message hub."""
+    import numpy as np
+
+    found: list = [np.ndarray, np.dtype]
+    try:
+        from numpy._core.multiarray import _reconstruct, scalar
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct, scalar  # type: ignore[no-redef]
+    found += [_reconstruct, scalar]
+    # dtype classes (numpy >= 1.25 pickles e.g. numpy.dtypes.Float64DType)
+    dtypes = getattr(np, "dtypes", None)
+    if dtypes is not None:
+        found += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return found
+
+
+_ALLOWED_REGISTERED = False
+
+
+def allow_safe_globals() -> None:
+    """Allow-list, for ``torch.load(weights_only=True)``, exactly the non-tensor classes found in
+    the checkpoints we read: mmengine's (resume of a Runner), numpy arrays/scalars in its logs,
+    ``argparse.Namespace`` (official Vim and VMamba files) and yacs ``CfgNode`` (read as a dict).
+
+    Idempotent; called when :mod:`mmvmamba` is imported.
+    """
+    global _ALLOWED_REGISTERED
+    if _ALLOWED_REGISTERED:
+        return
+    safe: list = [argparse.Namespace, (_YacsCfgNodeStandIn, "yacs.config.CfgNode")]
+    safe += _mmengine_globals() + _numpy_globals()
+    torch.serialization.add_safe_globals(safe)
+    _ALLOWED_REGISTERED = True
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """Read a checkpoint file safely.
+
+    Args:
+        path: a ``.pth``/``.pt`` file written by ``torch.save``.
+        map_location: passed to ``torch.load`` (default: CPU).
+
+    Returns:
+        The unpickled object; must be a dict (a checkpoint or a plain state dict).
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, holds a pickled global outside
+            the allow-list (for instance code a malicious file would run), or is not a dict.
+    """
+    allow_safe_globals()
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: '{path}'")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file '{path}' is empty (an interrupted download or save?)")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        msg = str(err)
+        if "Unsupported global" in msg or "not an allowed global" in msg or "GLOBAL" in msg:
+            first = next((ln.strip() for ln in msg.splitlines() if "GLOBAL" in ln), msg)
+            raise CheckpointError(
+                f"refused to load '{path}': it pickles a Python object that is not on mmvmamba's "
+                f"allow-list ({first}). mmvmamba never unpickles arbitrary code; if you trust the "
+                "file, re-save its tensors with torch.save(state_dict) and load that."
+            ) from err
+        raise CheckpointError(f"checkpoint '{path}' is corrupt or truncated: {msg}") from err
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as err:
+        raise CheckpointError(
+            f"checkpoint '{path}' is corrupt or truncated ({type(err).__name__}: {err}); "
+            "download or save it again"
+        ) from err
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(
+            f"checkpoint '{path}' holds a {type(obj).__name__}, expected a dict "
+            "(a state dict or a checkpoint with 'state_dict'/'model')"
+        )
+    return dict(obj)
+
+
+@dataclass
+class LoadReport:
+    """Which keys of a state dict did not fit a module."""
+
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # key, ckpt, model
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self, limit: int = 20) -> str:
+        def listing(items: list[str]) -> str:
+            more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
+            return ", ".join(items[:limit]) + more
+
+        parts = []
+        if self.missing:
+            parts.append(f"missing keys ({len(self.missing)}): {listing(self.missing)}")
+        if self.unexpected:
+            parts.append(f"unexpected keys ({len(self.unexpected)}): {listing(self.unexpected)}")
+        if self.mismatched:
+            shapes = [f"{k} (checkpoint {list(c)} vs model {list(m)})" for k, c, m in self.mismatched]
+            parts.append(f"shape mismatches ({len(shapes)}): {listing(shapes)}")
+        return "; ".join(parts) if parts else "all keys match"
+
+
+def load_state_dict_checked(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    strict: bool = True,
+    logger: logging.Logger | Any | None = None,
+    source: str = "state dict",
+) -> LoadReport:
+    """Load ``state_dict`` into ``module``, naming every key that does not fit.
+
+    Args:
+        module: the model to load into.
+        state_dict: tensors keyed like ``module.state_dict()``.
+        strict: if True (the default), any missing, unexpected or mis-shaped key raises and
+            nothing is loaded. If False, the matching keys are loaded and the rest is logged.
+        logger: where the report of a partial load goes (default: this module's logger).
+        source: a name for the state dict in messages (e.g. the checkpoint path).
+
+    Returns:
+        The :class:`LoadReport`.
+
+    Raises:
+        CheckpointError: strict loading and the keys do not match.
+    """
+    own = module.state_dict()
+    report = LoadReport()
+    loadable = {}
+    for key, value in state_dict.items():
+        if key not in own:
+            report.unexpected.append(key)
+        elif tuple(value.shape) != tuple(own[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
+        else:
+            loadable[key] = value
+    report.missing = [k for k in own if k not in state_dict]
+    if not report.ok:
+        if strict:
+            raise CheckpointError(
+                f"{source} does not fit {type(module).__name__}: {report.describe()}. "
+                "Nothing was loaded. Pass strict=False (e.g. init_cfg=dict(type='Pretrained', "
+                "checkpoint=..., strict=False)) to load the matching keys anyway."
+            )
+        (logger or globals()["logger"]).warning(
+            f"partial load of {source} into {type(module).__name__}: {report.describe()}"
+        )
+    module.load_state_dict(loadable, strict=False)
+    return report

@@ -1,0 +1,4 @@
+from .vim import Vim
+from .vmamba import VMamba
+
+__all__ = ["VMamba", "Vim"]

@@ -1,0 +1,110 @@
+"""Safe checkpoint reading and checked loading (mmvmamba.checkpoint.io)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from mmvmamba.checkpoint import CheckpointError, load_checkpoint_file, load_state_dict_checked
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_official_style_file_with_namespace_loads(tmp_path):
+    path = tmp_path / "official.pth"
+    sd = {"w": torch.randn(3, 2)}
+    torch.save({"model": sd, "args": argparse.Namespace(lr=1e-3, model="vim")}, path)
+    ckpt = load_checkpoint_file(path)
+    assert torch.equal(ckpt["model"]["w"], sd["w"])
+    assert ckpt["args"].lr == 1e-3
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "payload": _RunsCode()}, path)
+    with pytest.raises(CheckpointError, match="allow-list") as info:
+        load_checkpoint_file(path)
+    assert "system" in str(info.value)  # names the refused global
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty"])
+def test_corrupt_files_raise_naming_the_file(tmp_path, damage):
+    path = tmp_path / f"{damage}.pth"
+    torch.save({"w": torch.randn(64, 64)}, path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"not a checkpoint" * 10)
+    else:
+        path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=str(path.name)):
+        load_checkpoint_file(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint_file(tmp_path / "nope.pth")
+
+
+def test_non_dict_payload(tmp_path):
+    path = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(CheckpointError, match="expected a dict"):
+        load_checkpoint_file(path)
+
+
+def test_plain_pickle_is_not_a_zip_checkpoint(tmp_path):
+    path = tmp_path / "old.pkl"
+    path.write_bytes(pickle.dumps({"w": 1}))
+    # a legacy pickle holding only builtins is readable, and still must be a dict
+    assert load_checkpoint_file(path) == {"w": 1}
+
+
+def _model():
+    return nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+
+
+def test_strict_load_names_every_bad_key_and_loads_nothing():
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sd = {k: torch.ones_like(v) for k, v in _model().state_dict().items()}
+    del sd["2.bias"]
+    sd["extra.weight"] = torch.zeros(1)
+    sd["0.weight"] = torch.zeros(5, 4)
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_checked(model, sd, source="ckpt.pth")
+    msg = str(info.value)
+    assert "2.bias" in msg and "extra.weight" in msg and "0.weight" in msg
+    assert "[5, 4]" in msg and "[3, 4]" in msg
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed although the strict load failed"
+
+
+def test_partial_load_when_allowed_loads_matching_keys(caplog):
+    model = _model()
+    sd = {k: torch.full_like(v, 7.0) for k, v in _model().state_dict().items()}
+    del sd["2.bias"]
+    report = load_state_dict_checked(model, sd, strict=False)
+    assert report.missing == ["2.bias"] and not report.unexpected
+    assert torch.all(model[0].weight == 7.0)
+    assert "partial load" in caplog.text and "2.bias" in caplog.text
+
+
+def test_exact_match_is_ok():
+    model = _model()
+    src = _model()
+    report = load_state_dict_checked(model, src.state_dict())
+    assert report.ok
+    for (k, a), b in zip(model.state_dict().items(), src.state_dict().values()):
+        assert torch.equal(a, b), k
