@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 
 import pytest
 import torch
@@ -64,11 +63,11 @@ def test_non_dict_payload(tmp_path):
         load_checkpoint_file(path)
 
 
-def test_plain_pickle_is_not_a_zip_checkpoint(tmp_path):
-    path = tmp_path / "old.pkl"
-    path.write_bytes(pickle.dumps({"w": 1}))
-    # a legacy pickle holding only builtins is readable, and still must be a dict
-    assert load_checkpoint_file(path) == {"w": 1}
+def test_legacy_non_zip_format_loads(tmp_path):
+    path = tmp_path / "legacy.pth"
+    sd = {"w": torch.randn(2, 2)}
+    torch.save({"state_dict": sd}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_checkpoint_file(path)["state_dict"]["w"], sd["w"])
 
 
 def _model():
@@ -108,3 +107,17 @@ def test_exact_match_is_ok():
     assert report.ok
     for (k, a), b in zip(model.state_dict().items(), src.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+class _ReachesAttribute:
+    """A pickle that calls getattr on an allow-listed class for a non-statistics name."""
+
+    def __reduce__(self):
+        return (getattr, (argparse.Namespace, "__init__"))
+
+
+def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
+    path = tmp_path / "getattr.pth"
+    torch.save({"x": _ReachesAttribute()}, path)
+    with pytest.raises(CheckpointError, match="allow-list"):
+        load_checkpoint_file(path)

@@ -46,13 +46,28 @@ class _YacsCfgNodeStandIn(dict):
         self.__dict__.update(state)
 
 
+def _history_buffer_getattr(obj: Any, name: str) -> Any:
+    """The only ``getattr`` a checkpoint may call: mmengine's HistoryBuffer pickles its
+    statistics methods as ``getattr(HistoryBuffer, 'mean')``. Anything else is refused, since a
+    free ``getattr`` would let a pickle reach arbitrary attributes (and from there, code)."""
+    from mmengine.logging.history_buffer import HistoryBuffer
+
+    allowed = {"min", "max", "current", "mean", *HistoryBuffer._statistics_methods}
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f"Unsupported global: GLOBAL getattr({getattr(obj, '__name__', type(obj).__name__)}, "
+        f"{name!r}) is not on mmvmamba's allow-list"
+    )
+
+
 def _mmengine_globals() -> list:
     """The classes mmengine 0.10.x puts into the checkpoints it writes (message hub, meta)."""
     found: list = []
     try:
         from mmengine.logging.history_buffer import HistoryBuffer
 
-        found.append(HistoryBuffer)
+        found += [HistoryBuffer, (_history_buffer_getattr, "builtins.getattr")]
     except ImportError:  # mmengine is optional for vmamba_ops users of this module
         pass
     try:

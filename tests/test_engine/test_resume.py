@@ -26,7 +26,6 @@ SCRIPT = textwrap.dedent(
             super().__init__()
             self.fc = nn.Linear(4, 1)
         def forward(self, x, y, mode="loss"):
-            x, y = torch.stack(x), torch.stack(y)
             return {"loss": ((self.fc(x) - y) ** 2).mean()}
 
     class Data(Dataset):
