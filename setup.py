@@ -22,9 +22,7 @@ def version() -> str:
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
 
 
-ops_packages = ["vmamba_ops"] + [
-    "vmamba_ops." + p for p in find_packages(where="ops")
-]
+ops_packages = ["vmamba_ops"] + ["vmamba_ops." + p for p in find_packages(where="ops")]
 
 setup(
     name="mmvmamba",

@@ -134,7 +134,9 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> 
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: '{path}'")
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint file '{path}' is empty (an interrupted download or save?)")
+        raise CheckpointError(
+            f"checkpoint file '{path}' is empty (an interrupted download or save?)"
+        )
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -183,7 +185,9 @@ class LoadReport:
         if self.unexpected:
             parts.append(f"unexpected keys ({len(self.unexpected)}): {listing(self.unexpected)}")
         if self.mismatched:
-            shapes = [f"{k} (checkpoint {list(c)} vs model {list(m)})" for k, c, m in self.mismatched]
+            shapes = [
+                f"{k} (checkpoint {list(c)} vs model {list(m)})" for k, c, m in self.mismatched
+            ]
             parts.append(f"shape mismatches ({len(shapes)}): {listing(shapes)}")
         return "; ".join(parts) if parts else "all keys match"
 
