@@ -1,0 +1,148 @@
+"""Triton cross-scan / cross-merge (one kernel, both directions, any layout via strides).
+
+Each program handles BLOCK_P pixels (flat index p = h * W + w) x BLOCK_C channels of one image
+and computes, per pixel, the sequence position of every route (formulas in
+``vmamba_ops.cross_scan.naive``). Scan copies the pixel to its K positions; merge loads the K
+positions and stores their sum (so merge needs no atomics and is deterministic). Layouts are
+expressed through runtime strides; only the pattern and the direction are compile-time.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+from torch import Tensor
+
+_PATTERN_ID = {"cross": 0, "unidi": 1, "bidi": 2, "cascade": 3}
+
+
+@triton.jit
+def _route(k: tl.constexpr, PATTERN: tl.constexpr, h, w, H, W):
+    L = H * W
+    row = h * W + w
+    col = w * H + h
+    if PATTERN == 0:  # cross
+        if k == 0:
+            r = row
+        elif k == 1:
+            r = col
+        elif k == 2:
+            r = L - 1 - row
+        else:
+            r = L - 1 - col
+    elif PATTERN == 1:  # unidi
+        r = row
+    elif PATTERN == 2:  # bidi
+        if k < 2:
+            r = row
+        else:
+            r = L - 1 - row
+    else:  # cascade: every row / column is its own sequence
+        if k == 0:
+            r = row
+        elif k == 1:
+            r = h * W + (W - 1 - w)
+        elif k == 2:
+            r = col
+        else:
+            r = w * H + (H - 1 - h)
+    return r
+
+
+@triton.jit(do_not_specialize=["C", "H", "W"])
+def _cross_kernel(
+    x_ptr,
+    y_ptr,
+    C,
+    H,
+    W,
+    sxb,
+    sxc,
+    sxh,
+    sxw,  # strides of the map x (B, C, H, W) view
+    syb,
+    syk,
+    syc,
+    syl,  # strides of the sequences y (B, K, C, L) view
+    PATTERN: tl.constexpr,
+    MERGE: tl.constexpr,
+    BLOCK_P: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+):
+    pid_p = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    pid_b = tl.program_id(2).to(tl.int64)
+    offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
+    offs_c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask = (offs_p < H * W)[:, None] & (offs_c < C)[None, :]
+    h = offs_p // W
+    w = offs_p % W
+    x_off = pid_b * sxb + offs_c[None, :] * sxc + (h * sxh + w * sxw)[:, None]
+    y_base = pid_b * syb + offs_c[None, :] * syc
+    if MERGE:
+        acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
+        for k in tl.static_range(4):
+            r = _route(k, PATTERN, h, w, H, W)
+            acc += tl.load(y_ptr + y_base + k * syk + r[:, None] * syl, mask=mask, other=0.0).to(
+                tl.float32
+            )
+        tl.store(x_ptr + x_off, acc.to(x_ptr.dtype.element_ty), mask=mask)
+    else:
+        v = tl.load(x_ptr + x_off, mask=mask, other=0.0)
+        for k in tl.static_range(4):
+            r = _route(k, PATTERN, h, w, H, W)
+            tl.store(y_ptr + y_base + k * syk + r[:, None] * syl, v, mask=mask)
+
+
+def _launch(x: Tensor, y: Tensor, pattern: str, merge: bool, x_view: Tensor, y_view: Tensor):
+    """x_view: x seen as (B, C, H, W); y_view: y seen as (B, K, C, L) (permuted views)."""
+    b, c, h, w = x_view.shape
+    if x_view.numel() == 0:
+        return
+    block_p, block_c = 64, 16
+    grid = (triton.cdiv(h * w, block_p), triton.cdiv(c, block_c), b)
+    _cross_kernel[grid](
+        x,
+        y,
+        c,
+        h,
+        w,
+        *x_view.stride(),
+        *y_view.stride(),
+        PATTERN=_PATTERN_ID[pattern],
+        MERGE=merge,
+        BLOCK_P=block_p,
+        BLOCK_C=block_c,
+    )
+
+
+def cross_scan_triton(x: Tensor, pattern: str = "cross", channel_first: bool = True) -> Tensor:
+    """(B, C, H, W) -> (B, K, C, H*W), or (B, H, W, C) -> (B, H*W, K, C)."""
+    if channel_first:
+        b, c, h, w = x.shape
+        y = x.new_empty(b, 4, c, h * w)
+        _launch(x, y, pattern, False, x, y)
+    else:
+        b, h, w, c = x.shape
+        y = x.new_empty(b, h * w, 4, c)
+        _launch(x, y, pattern, False, x.permute(0, 3, 1, 2), y.permute(0, 2, 3, 1))
+    return y
+
+
+def cross_merge_triton(y: Tensor, pattern: str = "cross", channel_first: bool = True) -> Tensor:
+    """(B, K, C, H, W) -> (B, C, H, W), or (B, H, W, K, C) -> (B, H, W, C)."""
+    y = y.contiguous()
+    if channel_first:
+        b, k, c, h, w = y.shape
+        x = y.new_empty(b, c, h, w)
+        _launch(x, y, pattern, True, x, y.view(b, k, c, h * w))
+    else:
+        b, h, w, k, c = y.shape
+        x = y.new_empty(b, h, w, c)
+        _launch(
+            x, y, pattern, True, x.permute(0, 3, 1, 2), y.view(b, h * w, k, c).permute(0, 2, 3, 1)
+        )
+    return x
+
+
+__all__ = ["cross_merge_triton", "cross_scan_triton"]

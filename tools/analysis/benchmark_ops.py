@@ -1,0 +1,244 @@
+"""Benchmark the CPU selective-scan backends on VMamba-T stage shapes.
+
+For every (resolution, stage, batch) it times the forward and forward+backward of each CPU
+backend ('ref': sequential reference, 'cpu': chunked fast path; the Triton interpreter is far
+too slow to be worth timing), measures the machine's copy bandwidth and reports the
+memory-traffic floor of the forward (bytes of u, delta, B, C read + y written, divided by the
+copy bandwidth) and how far the fast path is from it.
+
+Shapes: VMamba-T, K = 4 directions, d_inner per direction D = 96/192/384/768 for stages 1-4,
+L = (H/4 / 2^stage)^2, N = 1, G = K (one B/C per direction), dim = K * D channels.
+
+Writes ``benchmark_ops.csv`` and ``benchmark_ops.png`` to ``--out-dir``. Example::
+
+    python tools/analysis/benchmark_ops.py --batch 1 --resolution 224
+    python tools/analysis/benchmark_ops.py --quick          # seconds, smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import vmamba_ops
+
+STAGE_DIMS = (96, 192, 384, 768)  # VMamba-T d_inner per direction, stages 1..4
+K = 4
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out-dir", default="work_dirs/benchmark_ops", help="CSV / PNG folder")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--resolution", type=int, nargs="+", default=[224, 768])
+    p.add_argument("--backends", nargs="+", default=["ref", "cpu"], choices=["ref", "cpu"])
+    p.add_argument("--repeat", type=int, default=5, help="timed runs of the fast path (median)")
+    p.add_argument(
+        "--ref-max-steps",
+        type=int,
+        default=3136 * 8,
+        help="skip the reference when batch * L exceeds this (it takes minutes)",
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    p.add_argument("--quick", action="store_true", help="tiny shapes, one run: a smoke test")
+    return p.parse_args(argv)
+
+
+def make_inputs(batch: int, dim_per_dir: int, length: int, requires_grad: bool) -> dict:
+    """SS2D-like inputs: A = -1 (A_log = 0), delta_bias = softplus^-1 of dt in [1e-3, 0.1]."""
+    g = torch.Generator().manual_seed(0)
+    dim = K * dim_per_dir
+
+    def rnd(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g) * scale).requires_grad_(requires_grad)
+
+    dt = torch.exp(torch.rand(dim, generator=g) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+    return dict(
+        u=rnd(batch, dim, length),
+        delta=rnd(batch, dim, length, scale=0.1),
+        A=(-torch.ones(dim, 1)).requires_grad_(requires_grad),
+        B=rnd(batch, K, 1, length),
+        C=rnd(batch, K, 1, length),
+        D=torch.ones(dim).requires_grad_(requires_grad),
+        delta_bias=(dt + torch.log(-torch.expm1(-dt))).requires_grad_(requires_grad),
+    )
+
+
+def _time(fn, repeat: int) -> float:
+    """Median wall time in ms after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def copy_bandwidth(n_bytes: int = 1 << 28, repeat: int = 5) -> float:
+    """Bytes moved per second (read + write) by a large tensor copy."""
+    src = torch.ones(n_bytes // 4)
+    dst = torch.zeros_like(src)  # touched: no page faults inside the timing
+    ms = _time(lambda: dst.copy_(src), repeat)
+    return 2 * n_bytes / (ms / 1e3)
+
+
+def fwd_traffic_bytes(batch: int, dim: int, length: int, n: int = 1) -> int:
+    """u, delta read + y written (float32), plus B and C (batch, K, N, L)."""
+    return 4 * (3 * batch * dim * length + 2 * batch * K * n * length)
+
+
+def bench_one(backend: str, batch: int, dpd: int, length: int, repeat: int) -> tuple[float, float]:
+    kw = dict(delta_softplus=True, backend=backend)
+    inp = make_inputs(batch, dpd, length, requires_grad=False)
+    with torch.no_grad():
+        fwd = _time(lambda: vmamba_ops.selective_scan(**inp, **kw), repeat)
+    inp_g = make_inputs(batch, dpd, length, requires_grad=True)
+    dy = torch.randn(batch, K * dpd, length)
+
+    def fwd_bwd():
+        y = vmamba_ops.selective_scan(**inp_g, **kw)
+        y.backward(dy)
+
+    fb = _time(fwd_bwd, repeat)
+    return fwd, fb
+
+
+def shapes(args) -> list[tuple[int, int, int, int]]:
+    """(resolution, stage, D per direction, L) rows."""
+    if args.quick:
+        return [(32, 1, 8, 64), (32, 2, 16, 16)]
+    out = []
+    for res in args.resolution:
+        side = res // 4
+        for stage, dpd in enumerate(STAGE_DIMS, start=1):
+            out.append((res, stage, dpd, (side >> (stage - 1)) ** 2))
+    return out
+
+
+def _progress(items, **kw):
+    try:
+        from tqdm import tqdm
+    except ImportError:  # tqdm is in requirements/runtime.txt; keep working without it
+        return items
+    return tqdm(items, **kw)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    labels = sorted({(r["resolution"], r["batch"]) for r in rows})
+    for ax, key, title in zip(axes, ("fwd_ms", "fwd_bwd_ms"), ("forward", "forward + backward")):
+        for backend in sorted({r["backend"] for r in rows}):
+            for res, batch in labels:
+                sel = [
+                    r
+                    for r in rows
+                    if r["backend"] == backend and r["resolution"] == res and r["batch"] == batch
+                ]
+                sel = [r for r in sel if r[key] == r[key]]  # drop skipped (NaN)
+                if sel:
+                    ax.plot(
+                        [r["L"] for r in sel],
+                        [r[key] for r in sel],
+                        marker="o",
+                        label=f"{backend} {res}px b{batch}",
+                    )
+        floor = [r for r in rows if r["backend"] == "cpu"]
+        if key == "fwd_ms" and floor:
+            ax.plot(
+                [r["L"] for r in floor],
+                [r["floor_fwd_ms"] for r in floor],
+                "k--",
+                label="memory floor",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length L")
+        ax.set_title(f"selective scan {title}")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("ms")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repeat = 1 if args.quick else args.repeat
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bw = copy_bandwidth(1 << 22 if args.quick else 1 << 28, 2 if args.quick else 5)
+    rows = []
+    jobs = [
+        (shape, batch, backend)
+        for shape in shapes(args)
+        for batch in ([1] if args.quick else args.batch)
+        for backend in args.backends
+    ]
+    for (res, stage, dpd, length), batch, backend in _progress(jobs, desc="benchmark_ops"):
+        skip = backend == "ref" and batch * length > args.ref_max_steps
+        if skip:
+            fwd = fb = float("nan")
+        else:
+            fwd, fb = bench_one(backend, batch, dpd, length, 1 if backend == "ref" else repeat)
+        floor = fwd_traffic_bytes(batch, K * dpd, length) / bw * 1e3
+        rows.append(
+            dict(
+                resolution=res,
+                stage=stage,
+                batch=batch,
+                dim=K * dpd,
+                L=length,
+                N=1,
+                backend=backend,
+                fwd_ms=round(fwd, 3),
+                fwd_bwd_ms=round(fb, 3),
+                floor_fwd_ms=round(floor, 4),
+                fwd_over_floor=round(fwd / floor, 2) if fwd == fwd else float("nan"),
+            )
+        )
+    # speed-up of the fast path over the reference, where both ran
+    by_key = {(r["resolution"], r["stage"], r["batch"], r["backend"]): r for r in rows}
+    for r in rows:
+        ref = by_key.get((r["resolution"], r["stage"], r["batch"], "ref"))
+        ok = ref is not None and ref["fwd_ms"] == ref["fwd_ms"]
+        r["fwd_speedup_vs_ref"] = round(ref["fwd_ms"] / r["fwd_ms"], 1) if ok else float("nan")
+        r["fwd_bwd_speedup_vs_ref"] = (
+            round(ref["fwd_bwd_ms"] / r["fwd_bwd_ms"], 1) if ok else float("nan")
+        )
+
+    csv_path, png_path = out_dir / "benchmark_ops.csv", out_dir / "benchmark_ops.png"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, png_path)
+
+    print(
+        f"\ncopy bandwidth (read + write): {bw / 1e9:.2f} GB/s; threads: {torch.get_num_threads()}"
+    )
+    cols = list(rows[0])
+    widths = [max(len(c), *(len(str(r[c])) for r in rows)) for c in cols]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for r in rows:
+        print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+    print(f"\nwrote {csv_path} and {png_path}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
