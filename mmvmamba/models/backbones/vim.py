@@ -1,0 +1,509 @@
+"""Vim (Vision Mamba) backbone for mmpretrain and mmseg.
+
+Zhu et al., "Vision Mamba: Efficient Visual Representation Learning with Bidirectional State
+Space Model", ICML 2024. Official code: https://github.com/hustvl/Vim (``vim/models_mamba.py``).
+
+Data flow (``C`` = embed dims, ``(h, w)`` = patch grid, ``M = h * w``, ``p = M // 2``)::
+
+    (B, 3, H, W) --patch_embed.proj (Conv2d k=patch, s=stride)--> (B, C, h, w)
+      --flatten row-major--> (B, M, C) --insert cls_token at p--> (B, M + 1, C)
+      --+ pos_embed (resized to (h, w), cls slot kept at p)--> residual stream r_0 (float32)
+    r_{i+1} = r_i + DropPath_i(BiMambaV2_i(RMSNorm_i(r_i)))        for i = 0 .. depth - 1
+    last output: norm_f(r_depth)
+
+This is the official "add -> norm -> mixer" block written as a plain pre-norm residual network
+(the same computation, drop-path rate ``linspace(0, rate, depth)[i]`` on block ``i``'s output).
+Parameter names equal the official ones (``patch_embed.proj``, ``pos_embed``, ``cls_token``,
+``layers.{i}.mixer.*``, ``layers.{i}.norm``, ``norm_f``), so official weights load strictly;
+the classifier head lives in mmpretrain's ``LinearClsHead`` (``head.fc``).
+
+Outputs (``out_type``), one per ``out_indices`` entry, taken from the residual stream after
+that block (``norm_f`` applied to the last block when ``final_norm``):
+
+* ``'cls_token'``: ``(B, C)`` the class token (what the official classifier feeds its head).
+* ``'featmap'``: ``(B, C, h, w)`` the patch tokens as an NCHW map (class token dropped).
+* ``'avg_featmap'``: ``(B, C)`` mean of the patch tokens.
+* ``'raw'``: ``(B, M + 1, C)`` all tokens.
+
+Dense taps come from the residual stream, not from the mixer outputs that the official Vim-T
+segmentation code tapped: the residual stream is what every later block reads, it carries the
+pretrained features of all earlier blocks, and the official Vim-S segmentation code uses it too.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.utils.checkpoint as cp
+from torch import nn
+
+from mmvmamba.checkpoint.io import load_checkpoint_file, load_state_dict_checked
+from mmvmamba.checkpoint.vim import convert_vim_checkpoint, infer_vim_grid, resize_vim_pos_embed
+from mmvmamba.models.layers.bimamba import BiMambaV2
+from mmvmamba.models.layers.rms_norm import RMSNorm
+from mmvmamba.registry import register_model
+
+try:
+    from mmpretrain.models.backbones.base_backbone import BaseBackbone
+except ImportError:  # pragma: no cover - mmpretrain is a hard dependency of mmvmamba
+    from mmengine.model import BaseModule as BaseBackbone
+
+__all__ = ["Vim"]
+
+
+def _get_logger() -> logging.Logger:
+    try:
+        from mmengine.logging import MMLogger
+
+        return MMLogger.get_current_instance()
+    except ImportError:  # pragma: no cover
+        return logging.getLogger(__name__)
+
+
+def _local_checkpoint(checkpoint: str, logger) -> str:
+    """Path of ``checkpoint``; an ``http(s)://`` URL is downloaded once into torch's hub cache
+    (``$TORCH_HOME/hub/checkpoints``) and then read like any local file."""
+    if not checkpoint.startswith(("http://", "https://")):
+        return checkpoint
+    import os
+    from urllib.parse import urlparse
+
+    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, os.path.basename(urlparse(checkpoint).path))
+    if not os.path.isfile(path):
+        logger.info(f"Vim: downloading {checkpoint} to {path}")
+        torch.hub.download_url_to_file(checkpoint, path, progress=False)
+    return path
+
+
+class DropPath(nn.Module):
+    """Stochastic depth on the residual branch: zero whole samples with probability ``p``.
+
+    Shape: ``(B, ...)`` -> ``(B, ...)``.
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class VimPatchEmbed(nn.Module):
+    """Patch embedding: ``Conv2d(in_channels, C, kernel=patch_size, stride=stride)``.
+
+    Shape: ``(B, in_channels, H, W)`` -> ``(B, C, h, w)`` with
+    ``h = (H - patch_size) // stride + 1`` (likewise ``w``).
+    """
+
+    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, stride: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.stride = stride
+        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=stride)
+
+    def grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` for an ``H x W`` input."""
+        return (
+            (height - self.patch_size) // self.stride + 1,
+            (width - self.patch_size) // self.stride + 1,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
+class VimBlock(nn.Module):
+    """One Vim layer: ``r + DropPath(mixer(norm(r)))`` on a float32 residual stream.
+
+    Args:
+        embed_dims: ``C``.
+        mixer_cfg: keyword arguments of :class:`BiMambaV2` (besides ``d_model``).
+        drop_path: stochastic-depth rate of the mixer branch.
+        norm_eps: RMSNorm epsilon.
+
+    Shape: residual ``(B, L, C)`` float32 -> ``(B, L, C)`` float32.
+    """
+
+    def __init__(
+        self, embed_dims: int, mixer_cfg: dict, drop_path: float = 0.0, norm_eps: float = 1e-5
+    ) -> None:
+        super().__init__()
+        self.mixer = BiMambaV2(embed_dims, **mixer_cfg)
+        self.norm = RMSNorm(embed_dims, eps=norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, residual: torch.Tensor, act_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """``act_dtype``: dtype the mixer runs in (the embedding's dtype); the residual stays
+        float32 as in the official ``residual_in_fp32=True``."""
+        hidden = self.norm(residual)
+        if act_dtype is not None:
+            hidden = hidden.to(act_dtype)
+        return residual + self.drop_path(self.mixer(hidden)).to(residual.dtype)
+
+
+@register_model
+class Vim(BaseBackbone):
+    """Vision Mamba backbone (middle class token, bidirectional "v2" Mamba mixers).
+
+    Args:
+        arch: a name from :attr:`arch_zoo` (``'tiny'``, ``'small'``, ``'base'``, ``'tiny-s8'``,
+            ``'small-s8'`` and aliases) or a dict with at least ``embed_dims`` and
+            ``num_layers`` (optional: ``patch_size`` 16, ``stride`` = patch size, ``d_state`` 16,
+            ``expand`` 2, ``d_conv`` 4).
+        img_size: ``int`` or ``(H, W)``: the size whose patch grid ``pos_embed`` is stored for.
+            Other input sizes work too (the position embedding is resized at run time).
+        in_channels: image channels.
+        out_indices: block indices (negative counts from the end) to return features of.
+        out_type: ``'cls_token'``, ``'featmap'``, ``'avg_featmap'`` or ``'raw'`` (module doc).
+        drop_rate: dropout after adding the position embedding.
+        drop_path_rate: stochastic depth; block ``i`` uses ``linspace(0, rate, depth)[i]``.
+        final_norm: apply ``norm_f`` to the output of the last block.
+        norm_eps: RMSNorm epsilon.
+        frozen_stages: freeze the embeddings and the first ``frozen_stages`` blocks (-1: none).
+        with_cp: gradient checkpointing of each block during training.
+        scan_backend: ``backend`` of :func:`vmamba_ops.selective_scan`.
+        init_cfg: ``None`` for the official initialisation, or
+            ``dict(type='Pretrained', checkpoint=PATH, use_ema=False, prefix=None, strict=True)``
+            where PATH is an official Vim file or one converted by
+            ``tools/model_converters/vim_to_mmvmamba.py``. Loading is strict and names any bad
+            key; the classifier head in the file is dropped (logged).
+
+    Example:
+        >>> model = Vim(arch='tiny', out_type='featmap', out_indices=(5, 11, 17, 23))
+        >>> [f.shape for f in model(torch.rand(1, 3, 64, 96))]  # 4 x (1, 192, 4, 6)
+    """
+
+    arch_zoo = {
+        **dict.fromkeys(["t", "ti", "tiny"], {"embed_dims": 192, "num_layers": 24, "stride": 16}),
+        **dict.fromkeys(["s", "small"], {"embed_dims": 384, "num_layers": 24, "stride": 16}),
+        **dict.fromkeys(["b", "base"], {"embed_dims": 768, "num_layers": 24, "stride": 16}),
+        **dict.fromkeys(
+            ["tiny-s8", "t-s8", "ti-s8", "tiny+", "ti+"],
+            {"embed_dims": 192, "num_layers": 24, "stride": 8},
+        ),
+        **dict.fromkeys(
+            ["small-s8", "s-s8", "small+", "s+"], {"embed_dims": 384, "num_layers": 24, "stride": 8}
+        ),
+    }
+    essential_keys = {"embed_dims", "num_layers"}
+    arch_defaults = {"patch_size": 16, "d_state": 16, "expand": 2, "d_conv": 4}
+    OUT_TYPES = ("cls_token", "featmap", "avg_featmap", "raw")
+
+    def __init__(
+        self,
+        arch: str | dict = "tiny",
+        img_size: int | Sequence[int] = 224,
+        in_channels: int = 3,
+        out_indices: int | Sequence[int] = -1,
+        out_type: str = "cls_token",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        final_norm: bool = True,
+        norm_eps: float = 1e-5,
+        frozen_stages: int = -1,
+        with_cp: bool = False,
+        scan_backend: str = "auto",
+        init_cfg: dict | list | None = None,
+    ) -> None:
+        super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        self.arch_settings = self._parse_arch(arch)
+        s = self.arch_settings
+        self.embed_dims = s["embed_dims"]
+        self.num_layers = s["num_layers"]
+        self.patch_size = s["patch_size"]
+        self.stride = s["stride"]
+
+        if isinstance(img_size, int):
+            img_size = (img_size, img_size)
+        if len(tuple(img_size)) != 2 or min(img_size) < self.patch_size:
+            raise ValueError(
+                f"img_size must be an int or (H, W) of at least patch_size={self.patch_size}, "
+                f"got {img_size}"
+            )
+        self.img_size = tuple(int(v) for v in img_size)
+        self.in_channels = in_channels
+        if out_type not in self.OUT_TYPES:
+            raise ValueError(f"out_type must be one of {self.OUT_TYPES}, got {out_type!r}")
+        self.out_type = out_type
+        self.out_indices = self._parse_out_indices(out_indices)
+        self.final_norm = final_norm
+        self.frozen_stages = frozen_stages
+        self.with_cp = with_cp
+
+        self.patch_embed = VimPatchEmbed(in_channels, self.embed_dims, self.patch_size, self.stride)
+        self.patch_grid = self.patch_embed.grid_size(*self.img_size)
+        num_patches = self.patch_grid[0] * self.patch_grid[1]
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, self.embed_dims))
+        self.drop_after_pos = nn.Dropout(p=drop_rate)
+
+        mixer_cfg = dict(
+            d_state=s["d_state"],
+            d_conv=s["d_conv"],
+            expand=s["expand"],
+            divide_out=True,
+            backend=scan_backend,
+        )
+        dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
+        self.layers = nn.ModuleList(
+            VimBlock(self.embed_dims, mixer_cfg, drop_path=dpr[i], norm_eps=norm_eps)
+            for i in range(self.num_layers)
+        )
+        self.norm_f = RMSNorm(self.embed_dims, eps=norm_eps)
+        self._pos_cache: dict = {}
+        self._official_init()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ construction helpers
+    def _parse_arch(self, arch: str | dict) -> dict:
+        if isinstance(arch, str):
+            key = arch.lower()
+            if key not in self.arch_zoo:
+                raise ValueError(
+                    f"unknown Vim arch {arch!r}; choose one of {sorted(set(self.arch_zoo))} "
+                    f"or pass a dict with keys {sorted(self.essential_keys)}"
+                )
+            settings = dict(self.arch_zoo[key])
+        elif isinstance(arch, dict):
+            missing = self.essential_keys - set(arch)
+            if missing:
+                raise ValueError(
+                    f"custom Vim arch must contain the keys {sorted(self.essential_keys)}; "
+                    f"missing {sorted(missing)}"
+                )
+            settings = dict(arch)
+        else:
+            raise TypeError(f"arch must be a str or dict, got {type(arch).__name__}")
+        for key, value in self.arch_defaults.items():
+            settings.setdefault(key, value)
+        settings.setdefault("stride", settings["patch_size"])
+        return settings
+
+    def _parse_out_indices(self, out_indices: int | Sequence[int]) -> tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        result = []
+        for index in out_indices:
+            norm = index + self.num_layers if index < 0 else index
+            if not 0 <= norm < self.num_layers:
+                raise ValueError(
+                    f"out_indices entry {index} is out of range for {self.num_layers} layers "
+                    f"(valid: -{self.num_layers} .. {self.num_layers - 1})"
+                )
+            result.append(norm)
+        return tuple(sorted(set(result)))
+
+    def _official_init(self) -> None:
+        """Initialisation of the official ``VisionMamba`` (for training from scratch)."""
+        proj = self.patch_embed.proj
+        fan_in = proj.in_channels * proj.kernel_size[0] * proj.kernel_size[1]
+        # lecun normal (truncated at 2 std, std corrected for the truncation as in timm)
+        std = math.sqrt(1.0 / fan_in) / 0.87962566103423978
+        nn.init.trunc_normal_(proj.weight, std=std, a=-2 * std, b=2 * std)
+        nn.init.zeros_(proj.bias)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        for module in self.modules():
+            bias = getattr(module, "bias", None) if isinstance(module, nn.Linear) else None
+            if bias is not None and not getattr(bias, "_no_reinit", False):
+                nn.init.zeros_(bias)
+        for layer in self.layers:
+            weight = layer.mixer.out_proj.weight
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            with torch.no_grad():
+                weight /= math.sqrt(self.num_layers)
+
+    # ------------------------------------------------------------------ pretrained weights
+    def init_weights(self) -> None:
+        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly; otherwise keep the official
+        initialisation done at construction (plus any other ``init_cfg`` mmengine applies)."""
+        cfg = self.init_cfg
+        if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
+            self.load_pretrained(
+                cfg["checkpoint"],
+                use_ema=cfg.get("use_ema", False),
+                prefix=cfg.get("prefix"),
+                strict=cfg.get("strict", True),
+            )
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def load_pretrained(
+        self, checkpoint: str, use_ema: bool = False, prefix: str | None = None, strict: bool = True
+    ) -> None:
+        """Load an official or converted Vim checkpoint into this backbone.
+
+        Args:
+            checkpoint: path of the file, or an ``http(s)://`` URL (downloaded once into
+                torch's hub cache).
+            use_ema: load the official ``model_ema`` weights.
+            prefix: key prefix of the backbone in the file; ``None``: ``'backbone.'`` (what
+                :func:`convert_vim_checkpoint` produces; official files are converted first).
+            strict: raise (listing the keys) unless every backbone key fits.
+
+        The position embedding is resized to this model's grid (``img_size``) when it differs;
+        keys outside the prefix (the classifier head) are dropped with a logged note.
+        """
+        logger = _get_logger()
+        checkpoint = _local_checkpoint(str(checkpoint), logger)
+        raw = load_checkpoint_file(checkpoint)
+        state = convert_vim_checkpoint(raw, use_ema=use_ema)
+        trained_as = str(getattr(raw.get("args"), "model", "") or "")
+        if trained_as and ("stride8" in trained_as) != (self.stride == 8):
+            logger.warning(
+                f"Vim: '{checkpoint}' was trained as {trained_as} but this model has "
+                f"patch stride {self.stride}; use arch 'tiny-s8'/'small-s8' for the "
+                "stride-8 (+) checkpoints and 'tiny'/'small'/'base' otherwise"
+            )
+        prefix = "backbone." if prefix is None else prefix
+        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        dropped = sorted(k for k in state if not k.startswith(prefix))
+        if dropped:
+            logger.info(
+                f"Vim: not loading {len(dropped)} non-backbone keys of '{checkpoint}' "
+                f"(e.g. {dropped[:4]}): the classifier head is not part of the backbone"
+            )
+        if "pos_embed" in own and own["pos_embed"].shape != self.pos_embed.shape:
+            src = infer_vim_grid(own["pos_embed"].shape[1])
+            logger.info(
+                f"Vim: resizing pos_embed of '{checkpoint}' from grid {src} to "
+                f"{self.patch_grid} (bicubic, middle class token kept)"
+            )
+            own["pos_embed"] = resize_vim_pos_embed(own["pos_embed"], src, self.patch_grid)
+        load_state_dict_checked(
+            self, own, strict=strict, logger=logger, source=f"checkpoint '{checkpoint}'"
+        )
+        self._pos_cache.clear()
+
+    # ------------------------------------------------------------------ forward
+    def get_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embedding ``(1, h * w + 1, C)`` for patch grid ``grid = (h, w)``.
+
+        Resized from the stored grid (bicubic, class slot kept in the middle) when needed. The
+        resized tensor is cached per grid while no gradient is recorded (inference); with
+        autograd on it is recomputed so that gradients reach ``pos_embed``.
+        """
+        grid = (int(grid[0]), int(grid[1]))
+        if grid == self.patch_grid:
+            return self.pos_embed
+        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+            return resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
+        key = (
+            grid,
+            self.pos_embed._version,
+            self.pos_embed.data_ptr(),
+            self.pos_embed.dtype,
+            self.pos_embed.device,
+        )
+        cached = self._pos_cache.get(grid)
+        if cached is None or cached[0] != key:
+            if len(self._pos_cache) >= 8:
+                self._pos_cache.clear()
+            with torch.no_grad():
+                value = resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
+            self._pos_cache[grid] = (key, value)
+            return value
+        return cached[1]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"Vim expects images of shape (B, C, H, W), got {shape}")
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"Vim was built for in_channels={self.in_channels} but the input has "
+                f"{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels accordingly"
+            )
+        if x.shape[2] < self.patch_size or x.shape[3] < self.patch_size:
+            raise ValueError(
+                f"input {x.shape[2]}x{x.shape[3]} is smaller than one {self.patch_size}x"
+                f"{self.patch_size} patch; resize or pad the images to at least that size"
+            )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Images ``(B, in_channels, H, W)`` -> tuple of features, one per ``out_indices``."""
+        self._check_input(x)
+        batch = x.shape[0]
+        x = self.patch_embed(x)  # (B, C, h, w)
+        grid = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)  # (B, M, C), row-major patches
+        mid = x.shape[1] // 2
+        cls = self.cls_token.to(x.dtype).expand(batch, -1, -1)
+        x = torch.cat([x[:, :mid], cls, x[:, mid:]], dim=1)  # (B, M + 1, C)
+        x = self.drop_after_pos(x + self.get_pos_embed(grid).to(x.dtype))
+        act_dtype = x.dtype
+        residual = x.to(torch.promote_types(x.dtype, torch.float32))  # fp32 (fp64 stays)
+
+        outs = []
+        last = self.num_layers - 1
+        for i, layer in enumerate(self.layers):
+            if self.with_cp and self.training and residual.requires_grad:
+                residual = cp.checkpoint(layer, residual, act_dtype, use_reentrant=False)
+            else:
+                residual = layer(residual, act_dtype)
+            if i in self.out_indices:
+                feat = self.norm_f(residual) if (i == last and self.final_norm) else residual
+                outs.append(self._format_output(feat.to(act_dtype), mid, grid))
+        return tuple(outs)
+
+    def _format_output(self, tokens: torch.Tensor, mid: int, grid: tuple[int, int]):
+        if self.out_type == "raw":
+            return tokens
+        if self.out_type == "cls_token":
+            return tokens[:, mid]
+        patches = torch.cat([tokens[:, :mid], tokens[:, mid + 1 :]], dim=1)  # (B, M, C)
+        if self.out_type == "avg_featmap":
+            return patches.mean(dim=1)
+        batch, _, channels = patches.shape
+        return patches.transpose(1, 2).reshape(batch, channels, grid[0], grid[1])
+
+    # ------------------------------------------------------------------ training utilities
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages < 0:
+            return
+        self.pos_embed.requires_grad = False
+        self.cls_token.requires_grad = False
+        self.patch_embed.eval()
+        for param in self.patch_embed.parameters():
+            param.requires_grad = False
+        for layer in self.layers[: self.frozen_stages]:
+            layer.eval()
+            for param in layer.parameters():
+                param.requires_grad = False
+        if self.frozen_stages >= self.num_layers and self.final_norm:
+            for param in self.norm_f.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = "") -> tuple[int, int]:
+        """Layer id for layer-wise learning-rate decay (mmpretrain's
+        ``LearningRateDecayOptimWrapperConstructor``): embeddings 0, block ``i`` -> ``i + 1``,
+        the rest ``num_layers + 1``. Returns ``(layer_depth, num_layers + 2)``."""
+        num_total = self.num_layers + 2
+        if not param_name.startswith(prefix):
+            return num_total - 1, num_total
+        name = param_name[len(prefix) :]
+        if name in ("cls_token", "pos_embed") or name.startswith("patch_embed"):
+            return 0, num_total
+        if name.startswith("layers."):
+            return int(name.split(".")[1]) + 1, num_total
+        return num_total - 1, num_total
