@@ -36,14 +36,33 @@ _MAX_LOG_RANGE_64 = 600.0  # the same bound for the float64 carry across chunks
 _BLOCK_BYTES = 1 << 20  # per scratch buffer; measured best of 256K..16M on a 2-core Xeon
 
 
-def _pick_chunk(length: int) -> int:
-    """A chunk length that divides L when possible (no padding), else 64."""
-    if length <= 128:
+def _pick_chunk(length: int, limit: int = 128) -> int:
+    """A chunk length <= ``limit`` that divides L when possible (no padding), else a power of 2."""
+    limit = max(8, min(limit, 128))
+    if length <= limit:
         return max(length, 1)
-    for t in (64, 56, 49, 48, 72, 80, 96, 112, 128, 40, 32):
-        if length % t == 0:
+    for t in (64, 56, 49, 48, 72, 80, 96, 112, 128, 40, 32, 28, 24, 16, 14, 12, 8):
+        if t <= limit and length % t == 0:
             return t
-    return 64
+    return 1 << (limit.bit_length() - 1)
+
+
+def _chunk_limit(delta: Tensor, delta_bias: Tensor | None, A: Tensor, softplus: bool) -> int:
+    """The longest chunk whose running log-decay sum |dt * A| stays within _MAX_LOG_RANGE.
+
+    Mamba-style models (d_state 16, A down to -16, dt up to 0.1..1) exceed the range with
+    64-step chunks; shorter chunks keep the fast cumsum path instead of the doubling fallback.
+    """
+    if delta.numel() == 0 or A.numel() == 0:
+        return 128
+    bias_max = float(delta_bias.abs().max()) if delta_bias is not None else 0.0
+    if softplus:
+        top = float(delta.max()) + bias_max
+        dt_max = top if top > 20 else math.log1p(math.exp(top))
+    else:
+        dt_max = float(delta.abs().max()) + bias_max
+    rate = dt_max * float(A.abs().max())
+    return 128 if rate <= 0 else int(_MAX_LOG_RANGE / rate)
 
 
 def _doubling_scan(a: Tensor, x: Tensor) -> Tensor:
@@ -198,7 +217,7 @@ class _Plan:
         dg = dim // g
         self.b, self.dim, self.L, self.g, self.n, self.dg = b, dim, length, g, n, dg
         self.bg = bg = b * g
-        self.chunk = _pick_chunk(length)
+        self.chunk = _pick_chunk(length, _chunk_limit(delta, delta_bias, A, delta_softplus))
         self.n_chunks = math.ceil(length / self.chunk) if length else 0
         self.lp = self.n_chunks * self.chunk
         self.softplus = delta_softplus

@@ -173,3 +173,16 @@ def test_chunk_scan_long_decay_uses_safe_carry():
     torch.testing.assert_close(
         ss_cpu.chunk_scan(shifted, x, reverse=True), flipped, rtol=1e-10, atol=1e-12
     )
+
+
+def test_chunk_shrinks_for_fast_decays_instead_of_falling_back():
+    """Vim/v0 shapes (A down to -16, dt up to ~0.1) need chunks short enough for exp(-S)."""
+    from vmamba_ops.selective_scan import cpu
+
+    delta = torch.full((1, 4, 197), 0.1)
+    A = -torch.arange(1.0, 17.0).repeat(4, 1)
+    limit = cpu._chunk_limit(delta, None, A, softplus=False)
+    assert limit == int(cpu._MAX_LOG_RANGE / (0.1 * 16))
+    chunk = cpu._pick_chunk(197, limit)
+    assert chunk <= limit and chunk & (chunk - 1) == 0  # 197 is prime: a power-of-two chunk
+    assert cpu._pick_chunk(3136, 128) == 64 and cpu._pick_chunk(3136, 50) == 49
