@@ -29,6 +29,7 @@ __all__ = [
     "allow_safe_globals",
     "load_checkpoint_file",
     "load_state_dict_checked",
+    "local_checkpoint_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -115,11 +116,28 @@ def allow_safe_globals() -> None:
     _ALLOWED_REGISTERED = True
 
 
+def local_checkpoint_path(checkpoint: str | os.PathLike) -> Path:
+    """A local path for ``checkpoint``: an ``http(s)://`` URL is downloaded once into torch hub's
+    cache (``$TORCH_HOME/hub/checkpoints``, where mmengine keeps them too); paths are unchanged."""
+    text = str(checkpoint)
+    if not text.startswith(("http://", "https://")):
+        return Path(checkpoint)
+    from urllib.parse import urlparse
+
+    dst = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(text).path)
+    if not dst.is_file():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        logger.info(f"downloading {text} to {dst}")
+        torch.hub.download_url_to_file(text, str(dst), progress=True)
+    return dst
+
+
 def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Read a checkpoint file safely.
 
     Args:
-        path: a ``.pth``/``.pt`` file written by ``torch.save``.
+        path: a ``.pth``/``.pt`` file written by ``torch.save``, or an ``http(s)://`` URL
+            (downloaded once, see :func:`local_checkpoint_path`).
         map_location: passed to ``torch.load`` (default: CPU).
 
     Returns:
@@ -130,7 +148,7 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu") -> 
             the allow-list (for instance code a malicious file would run), or is not a dict.
     """
     allow_safe_globals()
-    path = Path(path)
+    path = local_checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file not found: '{path}'")
     if path.stat().st_size == 0:

@@ -44,6 +44,7 @@ from torch import nn
 from mmvmamba.checkpoint.io import load_checkpoint_file, load_state_dict_checked
 from mmvmamba.checkpoint.vim import convert_vim_checkpoint, infer_vim_grid, resize_vim_pos_embed
 from mmvmamba.models.layers.bimamba import BiMambaV2
+from mmvmamba.models.layers.drop_path import DropPath
 from mmvmamba.models.layers.rms_norm import RMSNorm
 from mmvmamba.registry import register_model
 
@@ -62,44 +63,6 @@ def _get_logger() -> logging.Logger:
         return MMLogger.get_current_instance()
     except ImportError:  # pragma: no cover
         return logging.getLogger(__name__)
-
-
-def _local_checkpoint(checkpoint: str, logger) -> str:
-    """Path of ``checkpoint``; an ``http(s)://`` URL is downloaded once into torch's hub cache
-    (``$TORCH_HOME/hub/checkpoints``) and then read like any local file."""
-    if not checkpoint.startswith(("http://", "https://")):
-        return checkpoint
-    import os
-    from urllib.parse import urlparse
-
-    cache_dir = os.path.join(torch.hub.get_dir(), "checkpoints")
-    os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, os.path.basename(urlparse(checkpoint).path))
-    if not os.path.isfile(path):
-        logger.info(f"Vim: downloading {checkpoint} to {path}")
-        torch.hub.download_url_to_file(checkpoint, path, progress=False)
-    return path
-
-
-class DropPath(nn.Module):
-    """Stochastic depth on the residual branch: zero whole samples with probability ``p``.
-
-    Shape: ``(B, ...)`` -> ``(B, ...)``.
-    """
-
-    def __init__(self, p: float = 0.0) -> None:
-        super().__init__()
-        self.p = float(p)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.p == 0.0 or not self.training:
-            return x
-        keep = 1.0 - self.p
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
-        return x * mask / keep
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class VimPatchEmbed(nn.Module):
@@ -360,7 +323,6 @@ class Vim(BaseBackbone):
         keys outside the prefix (the classifier head) are dropped with a logged note.
         """
         logger = _get_logger()
-        checkpoint = _local_checkpoint(str(checkpoint), logger)
         raw = load_checkpoint_file(checkpoint)
         state = convert_vim_checkpoint(raw, use_ema=use_ema)
         trained_as = str(getattr(raw.get("args"), "model", "") or "")

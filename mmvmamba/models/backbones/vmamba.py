@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import re
-import urllib.parse
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -151,20 +149,6 @@ def _downsample(version: str, dim: int, out_dim: int) -> nn.Module:
             nn.Identity(), nn.Conv2d(dim, out_dim, 3, 2, 1), nn.Identity(), LayerNorm2d(out_dim)
         )
     return PatchMerging2d(dim, out_dim)
-
-
-def _local_file(checkpoint: str) -> str:
-    """A local path for ``checkpoint``: URLs are downloaded once into torch hub's cache
-    (``$TORCH_HOME/hub/checkpoints``, as mmengine does); paths are returned unchanged."""
-    if not str(checkpoint).startswith(("http://", "https://")):
-        return checkpoint
-    name = os.path.basename(urllib.parse.urlparse(checkpoint).path)
-    dst = os.path.join(torch.hub.get_dir(), "checkpoints", name)
-    if not os.path.isfile(dst):
-        os.makedirs(os.path.dirname(dst), exist_ok=True)
-        print_log(f"VMamba: downloading {checkpoint} to {dst}", logger="current")
-        torch.hub.download_url_to_file(checkpoint, dst, progress=False)
-    return dst
 
 
 _V2 = dict(
@@ -466,7 +450,7 @@ class VMamba(BaseBackbone):
             )
         if not checkpoint:
             raise ValueError("VMamba: init_cfg type='Pretrained' needs checkpoint=PATH")
-        ckpt = load_checkpoint_file(_local_file(checkpoint), map_location=map_location)
+        ckpt = load_checkpoint_file(checkpoint, map_location=map_location)
         state = convert_vmamba_checkpoint(ckpt, use_ema=use_ema, target="backbone", prefix=prefix)
         own = self.state_dict()
         pattern = re.compile(r"^outnorm(\d+)\.")
