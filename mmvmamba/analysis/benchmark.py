@@ -1,0 +1,284 @@
+"""Throughput, forward+backward time and peak memory of backbones, as the VMamba paper measures.
+
+Method (paper §"throughput", the official ``analyze/utils.Throughput``): a fixed random batch,
+``warmup`` untimed iterations, then ``repeats`` timed ones; we report the **median** per-iteration
+time (the official code reports the mean of 30; the median is robust to the noise of a shared
+machine).
+
+* Inference: ``model.eval()``, ``torch.no_grad()``; img/s = batch / median forward time.
+* Training step: ``model.train()``, cross-entropy on random labels (or the mean of the output
+  for non-classifiers), forward + backward, no optimizer step (as the paper).
+* GPU: CUDA events around each iteration, ``torch.autocast(float16)`` when ``amp`` (the paper's
+  AMP numbers), peak memory = ``torch.cuda.max_memory_allocated`` after resetting the peak.
+* CPU: ``time.perf_counter``; ``torch.set_num_threads(threads)`` pinned and reported. Peak memory
+  is the growth of the process's peak resident set (``resource.getrusage(RUSAGE_SELF).ru_maxrss``)
+  during one forward (and one forward+backward) measured **in a fresh subprocess per
+  (model, size)**: ``ru_maxrss`` only grows, so a process that already ran a bigger model would
+  hide the peak; the baseline is taken after the model and input exist, so the number is the
+  memory of activations and temporaries (plus the gradients for forward+backward), which is
+  what grows with resolution. ``tracemalloc`` does not see torch's allocations, and
+  ``torch.profiler``'s memory view needs a profile of every op; RSS is what the OS pays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .models import build_benchmark_model, first_tensor
+from .scan_hooks import identity_scan
+
+__all__ = ["BenchSettings", "measure", "measure_in_subprocess", "scan_ablation"]
+
+
+@dataclass
+class BenchSettings:
+    """Options of one measurement.
+
+    Attributes:
+        batch: images per iteration.
+        warmup: untimed iterations before timing.
+        repeats: timed iterations (the median is reported).
+        threads: ``torch.set_num_threads`` on CPU (None: leave torch's default).
+        device: ``'cpu'`` or ``'cuda'``.
+        amp: float16 autocast on CUDA (ignored on CPU).
+        train: also time forward+backward.
+        memory: also measure peak memory.
+    """
+
+    batch: int = 1
+    warmup: int = 2
+    repeats: int = 5
+    threads: int | None = None
+    device: str = "cpu"
+    amp: bool = True
+    train: bool = True
+    memory: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "repeats"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup}")
+        if self.device not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device='cuda' but torch.cuda.is_available() is False; use 'cpu'")
+
+
+def _maxrss_mb() -> float:
+    # Linux reports kilobytes (macOS bytes)
+    scale = 1 / 1024 if sys.platform != "darwin" else 1 / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _autocast(settings: BenchSettings):
+    enabled = settings.device == "cuda" and settings.amp
+    return torch.autocast(device_type=settings.device, dtype=torch.float16, enabled=enabled)
+
+
+def _loss(out) -> torch.Tensor:
+    logits = first_tensor(out).float()
+    if logits.dim() == 2:
+        target = torch.randint(0, logits.shape[1], (logits.shape[0],), device=logits.device)
+        return F.cross_entropy(logits, target)
+    return logits.mean()
+
+
+def _time(fn, settings: BenchSettings) -> list[float]:
+    """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
+    for _ in range(settings.warmup):
+        fn()
+    times = []
+    cuda = settings.device == "cuda"
+    for _ in range(settings.repeats):
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal") -> dict:
+    """Build ``spec`` for ``size`` and measure it in this process.
+
+    Args:
+        spec: a model name of :data:`mmvmamba.analysis.models.BENCHMARK_MODELS`,
+            ``'vmamba:<arch>'`` or a config path.
+        size: square input side.
+        settings: see :class:`BenchSettings`.
+        scan: ``'normal'`` or ``'identity'`` (every SS2D selective scan returns its input).
+
+    Returns:
+        A row: model, size, batch, device, threads, img_s, fwd_ms, fwdbwd_ms (NaN if not
+        measured), mem_fwd_MB, mem_fwdbwd_MB (NaN unless ``settings.memory``), mem_method.
+    """
+    if settings.threads is not None and settings.device == "cpu":
+        torch.set_num_threads(int(settings.threads))
+    torch.manual_seed(0)
+    device = torch.device(settings.device)
+    model = build_benchmark_model(spec, size).to(device)
+    x = torch.randn(settings.batch, 3, size, size, device=device)
+    nan = float("nan")
+    row = dict(
+        model=spec,
+        size=size,
+        batch=settings.batch,
+        device=settings.device if settings.device == "cpu" else torch.cuda.get_device_name(),
+        threads=torch.get_num_threads(),
+        scan=scan,
+        img_s=nan,
+        fwd_ms=nan,
+        fwdbwd_ms=nan,
+        mem_fwd_MB=nan,
+        mem_fwdbwd_MB=nan,
+        mem_method="",
+    )
+    ctx = identity_scan() if scan == "identity" else contextlib.nullcontext()
+    with ctx as calls:
+
+        def forward():
+            with torch.no_grad(), _autocast(settings):
+                model(x)
+
+        def forward_backward():
+            with _autocast(settings):
+                loss = _loss(model(x))
+            loss.backward()
+            model.zero_grad(set_to_none=True)
+
+        if settings.memory:  # before any timing: the first peak is the one we want
+            model.eval()
+            row.update(_memory(forward, forward_backward, model, settings))
+        model.eval()
+        fwd = statistics.median(_time(forward, settings))
+        row.update(fwd_ms=1000 * fwd, img_s=settings.batch / fwd)
+        if settings.train:
+            model.train()
+            row["fwdbwd_ms"] = 1000 * statistics.median(_time(forward_backward, settings))
+        if scan == "identity" and calls is not None and calls[0] == 0:
+            raise RuntimeError(
+                f"scan='identity' but {spec!r} never called the SS2D selective scan: the ablation "
+                "only applies to VMamba models"
+            )
+    return row
+
+
+def _memory(forward, forward_backward, model, settings: BenchSettings) -> dict:
+    if settings.device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        forward()
+        torch.cuda.synchronize()
+        out = dict(mem_fwd_MB=(torch.cuda.max_memory_allocated() - base) / 2**20)
+        if settings.train:
+            model.train()
+            torch.cuda.reset_peak_memory_stats()
+            forward_backward()
+            torch.cuda.synchronize()
+            out["mem_fwdbwd_MB"] = (torch.cuda.max_memory_allocated() - base) / 2**20
+        out["mem_method"] = "cuda max_memory_allocated - allocated before"
+        return out
+    gc.collect()
+    base = _maxrss_mb()
+    forward()
+    out = dict(mem_fwd_MB=_maxrss_mb() - base)
+    if settings.train:
+        model.train()
+        forward_backward()
+        out["mem_fwdbwd_MB"] = _maxrss_mb() - base
+    out["mem_method"] = "peak RSS growth (ru_maxrss), fresh process"
+    return out
+
+
+def measure_in_subprocess(
+    spec: str, size: int, settings: BenchSettings, scan: str = "normal", timeout: float = 3600
+) -> dict:
+    """:func:`measure` in a fresh Python process (so the CPU peak-RSS memory is this model's).
+
+    Raises:
+        RuntimeError: the child failed; the message holds the end of its stderr.
+    """
+    payload = json.dumps(dict(spec=spec, size=size, settings=asdict(settings), scan=scan))
+    cmd = [sys.executable, "-m", "mmvmamba.analysis.benchmark", payload]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"benchmark of {spec!r} at {size} failed in its subprocess:\n{proc.stderr[-3000:]}"
+        )
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("@@RESULT "):
+            return json.loads(line[len("@@RESULT ") :])
+    raise RuntimeError(
+        f"benchmark subprocess of {spec!r} printed no result:\n{proc.stdout[-2000:]}"
+    )
+
+
+def scan_ablation(spec: str, size: int, settings: BenchSettings) -> dict:
+    """Forward time of a VMamba model with its real selective scan and with ``y = u``.
+
+    Both are timed in this process on the same model instance and input, alternating blocks
+    of repeats (normal, identity, normal, identity) so that load changes on the machine hit
+    both; returns the medians and ``ratio = normal / identity``.
+    """
+    from dataclasses import replace
+
+    quick = replace(settings, train=False, memory=False)
+    if quick.threads is not None and quick.device == "cpu":
+        torch.set_num_threads(int(quick.threads))
+    device = torch.device(quick.device)
+    model = build_benchmark_model(spec, size).to(device).eval()
+    x = torch.randn(quick.batch, 3, size, size, device=device)
+
+    def forward():
+        with torch.no_grad(), _autocast(quick):
+            model(x)
+
+    normal, ident = [], []
+    for _ in range(2):
+        normal += _time(forward, quick)
+        with identity_scan() as calls:
+            ident += _time(forward, quick)
+        if calls[0] == 0:
+            raise RuntimeError(f"{spec!r} has no SS2D selective scan to replace")
+    t_normal, t_ident = statistics.median(normal), statistics.median(ident)
+    return dict(
+        model=spec,
+        size=size,
+        batch=quick.batch,
+        threads=torch.get_num_threads(),
+        fwd_ms=1000 * t_normal,
+        fwd_identity_scan_ms=1000 * t_ident,
+        ratio=t_normal / t_ident,
+    )
+
+
+def _worker(payload: str) -> None:
+    args = json.loads(payload)
+    row = measure(args["spec"], args["size"], BenchSettings(**args["settings"]), args["scan"])
+    print("@@RESULT " + json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1])
