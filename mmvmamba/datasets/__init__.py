@@ -1,0 +1,26 @@
+"""Datasets: synthetic mini sets in the COCO / ADE20K / ImageNet formats, layout checks."""
+
+from .layout import DatasetLayoutError, check_ade20k, check_coco, extract_archives
+from .synthetic import (
+    SEG_CLASSES,
+    SEG_PALETTE,
+    SHAPE_CLASSES,
+    make_ade_demo,
+    make_all_demos,
+    make_coco_demo,
+    make_imagenet_demo,
+)
+
+__all__ = [
+    "DatasetLayoutError",
+    "check_ade20k",
+    "check_coco",
+    "extract_archives",
+    "SEG_CLASSES",
+    "SEG_PALETTE",
+    "SHAPE_CLASSES",
+    "make_ade_demo",
+    "make_all_demos",
+    "make_coco_demo",
+    "make_imagenet_demo",
+]
