@@ -36,3 +36,18 @@ def nan_poison(monkeypatch):
     original_new_empty = torch.Tensor.new_empty
     monkeypatch.setattr(torch.Tensor, "new_empty", _poisoned(original_new_empty))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_mmengine_default_scope():
+    """A Runner or ``register_all_modules`` leaves its default scope behind, which would make
+    later tests build from another framework's registry; each test starts from the same scope."""
+    try:
+        from mmengine.registry import DefaultScope
+    except ImportError:
+        yield
+        return
+    saved = dict(DefaultScope._instance_dict)
+    yield
+    DefaultScope._instance_dict.clear()
+    DefaultScope._instance_dict.update(saved)

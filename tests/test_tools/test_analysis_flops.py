@@ -45,9 +45,10 @@ def test_ss2d_layer_counted_by_hand():
     layer = SS2D(d_model=8, d_state=1, ssm_ratio=1.0)  # Di = 8, R = ceil(8/16) = 1, K = 4
     report = count_flops(layer, (1, 8, 4, 4))  # L = 16
     by_hand = {
-        # in_proj 8*8*16 + depthwise 3x3 8*9*16 + x_proj 4*(1+2)*8*16 + dt_proj 4*8*1*16
-        # + out_proj 8*8*16
-        "conv": 1024 + 1152 + 1536 + 512 + 1024,
+        # depthwise 3x3 8*9*16; the per-pixel maps run as bmm: in_proj 8*8*16
+        # + x_proj 4*(1+2)*8*16 + dt_proj 4*8*1*16 + out_proj 8*8*16
+        "conv": 1152,
+        "bmm": 1024 + 1536 + 512 + 1024,
         "selective_scan": 9 * 1 * 16 * 32 * 1 + 1 * 32 * 16,  # B=1, L=16, D=K*Di=32, N=1
         "layer_norm": 5 * 8 * 16,  # out_norm over Di channels
     }

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from vmamba_ops import cross_merge, cross_scan, selective_scan
 
-from .linear import Linear2d
+from .linear import Linear2d, grouped_linear
 from .norm import LayerNorm2d
 
 __all__ = ["SS2D"]
@@ -268,10 +268,9 @@ class SS2D(nn.Module):
         n, r = self.d_state, self.dt_rank
         x_proj = self.x_proj_weight[routes].to(xs.dtype)  # (G, R+2N, Di)
         dt_proj = self.dt_projs_weight[routes].to(xs.dtype)  # (G, Di, R)
-        # grouped 1x1 conv1d == einsum('bgdl,gcd->bgcl'): one projection per route
-        x_dbl = F.conv1d(xs.reshape(bs, g * di, length), x_proj.reshape(-1, di, 1), groups=g)
-        dts, Bs, Cs = x_dbl.view(bs, g, r + 2 * n, length).split([r, n, n], dim=2)
-        dts = F.conv1d(dts.reshape(bs, g * r, length), dt_proj.reshape(g * di, r, 1), groups=g)
+        x_dbl = grouped_linear(xs, x_proj)  # one projection per route: (Bs, G, R+2N, Ls)
+        dts, Bs, Cs = x_dbl.split([r, n, n], dim=2)
+        dts = grouped_linear(dts, dt_proj).reshape(bs, g * di, length)
         # the scan runs in float32 at least (fp16/bf16 inputs are exact in fp32), as the
         # official 'oflex' kernel does; the output is merged and normed in that precision
         ct = torch.promote_types(xs.dtype, torch.float32)
