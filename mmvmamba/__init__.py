@@ -11,6 +11,7 @@ from .version import __version__
 
 allow_safe_globals()
 
-from . import models  # noqa: E402  (registers the models; needs the allow-list first)
+# registers the models and hooks; needs the allow-list first
+from . import engine, models  # noqa: E402
 
-__all__ = ["__version__", "models"]
+__all__ = ["__version__", "engine", "models"]
