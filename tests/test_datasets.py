@@ -15,6 +15,7 @@ from PIL import Image
 from mmvmamba.datasets import (
     SEG_CLASSES,
     SHAPE_CLASSES,
+    DatasetError,
     DatasetLayoutError,
     check_ade20k,
     check_coco,
@@ -171,7 +172,7 @@ def test_layout_checks_pass_and_name_missing_files(coco, ade, tmp_path):
     # a listed image that is not on disk is named
     broken = make_coco_demo(tmp_path / "broken", 3, 2, 64, seed=0)
     (broken / "val2017" / "000000000002.jpg").unlink()
-    with pytest.raises(DatasetLayoutError, match="000000000002.jpg"):
+    with pytest.raises(DatasetError, match="000000000002.jpg"):
         check_coco(broken)
     broken_ade = make_ade_demo(tmp_path / "broken_ade", 3, 2, 64, seed=0)
     victim = sorted((broken_ade / "annotations" / "validation").glob("*.png"))[0]

@@ -10,8 +10,12 @@ from .synthetic import (
     make_coco_demo,
     make_imagenet_demo,
 )
+from .validate import CocoReport, DatasetError, validate_coco
 
 __all__ = [
+    "CocoReport",
+    "DatasetError",
+    "validate_coco",
     "DatasetLayoutError",
     "check_ade20k",
     "check_coco",

@@ -6,12 +6,13 @@ names the first missing or broken file and shows the expected layout.
 
 from __future__ import annotations
 
-import json
 import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from .validate import DatasetError, validate_coco
 
 COCO_LAYOUT = """expected COCO layout (mmdet configs: data_root='data/coco/'):
   <root>/annotations/instances_train2017.json
@@ -25,7 +26,7 @@ ADE20K_LAYOUT = """expected ADE20K layout (mmseg: data_root='data/ade/ADEChallen
   (label PNGs: uint8, 0 = unlabelled, 1..150 = classes; used with reduce_zero_label=True)"""
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(DatasetError, FileNotFoundError):
     """A dataset folder does not match the layout the configs expect."""
 
 
@@ -34,11 +35,16 @@ def _require(path: Path, what: str, layout: str) -> None:
         raise DatasetLayoutError(f"missing {what}: {path}\n{layout}")
 
 
-def check_coco(root: str | Path, splits: tuple[str, ...] = ("train2017", "val2017")) -> dict:
+def check_coco(
+    root: str | Path,
+    splits: tuple[str, ...] = ("train2017", "val2017"),
+    allow_degenerate_boxes: bool = False,
+) -> dict:
     """Check a COCO instances folder; return ``{split: {'images': n, 'annotations': m}}``.
 
-    Verifies that each ``annotations/instances_<split>.json`` parses with the ``images``,
-    ``annotations`` and ``categories`` keys, and that every image it lists is in ``<split>/``.
+    Verifies the folder layout, then each ``annotations/instances_<split>.json`` with
+    :func:`~mmvmamba.datasets.validate.validate_coco` (ids, boxes, every listed image present
+    in ``<split>/``).
     """
     root = Path(root)
     _require(root, "dataset root", COCO_LAYOUT)
@@ -48,24 +54,8 @@ def check_coco(root: str | Path, splits: tuple[str, ...] = ("train2017", "val201
         img_dir = root / split
         _require(ann, f"{split} annotation file", COCO_LAYOUT)
         _require(img_dir, f"{split} image folder", COCO_LAYOUT)
-        try:
-            with open(ann) as f:
-                data = json.load(f)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DatasetLayoutError(f"{ann} is not valid JSON ({exc})") from None
-        missing_keys = {"images", "annotations", "categories"} - set(data)
-        if missing_keys:
-            raise DatasetLayoutError(
-                f"{ann} lacks the keys {sorted(missing_keys)} of a COCO instances file"
-            )
-        present = {p.name for p in img_dir.iterdir()}
-        absent = [im["file_name"] for im in data["images"] if im["file_name"] not in present]
-        if absent:
-            raise DatasetLayoutError(
-                f"{len(absent)} images listed in {ann} are not in {img_dir}, "
-                f"e.g. {img_dir / absent[0]}\n{COCO_LAYOUT}"
-            )
-        summary[split] = {"images": len(data["images"]), "annotations": len(data["annotations"])}
+        report = validate_coco(ann, img_dir, allow_degenerate_boxes=allow_degenerate_boxes)
+        summary[split] = {"images": report.n_images, "annotations": report.n_annotations}
     return summary
 
 

@@ -59,11 +59,23 @@ def detect_task(cfg: Config) -> str:
 def apply_task_defaults(cfg: Config) -> str:
     """Apply the per-framework defaults their own tools add; return the task.
 
+    A config's local ``CheckpointHook`` becomes :class:`AtomicCheckpointHook` (same arguments).
+
     mmpretrain's ``tools/train.py``/``test.py`` give every dataloader
     ``collate_fn=default_collate`` (mmengine's default is ``pseudo_collate``) and
     ``persistent_workers``; mmdet and mmseg configs carry everything themselves.
     """
     task = detect_task(cfg)
+    # checkpoints are written then renamed, so a kill during a save never loses the last good one
+    ckpt_hook = cfg.get("default_hooks", {}).get("checkpoint")
+    local_plain_hook = (
+        ckpt_hook is not None
+        and ckpt_hook.get("type") in ("CheckpointHook", "mmengine.CheckpointHook")
+        and ckpt_hook.get("backend_args") is None
+        and ckpt_hook.get("file_client_args") is None
+    )
+    if local_plain_hook:
+        ckpt_hook["type"] = "AtomicCheckpointHook"
     if task == "classification":
         for field in ("train_dataloader", "val_dataloader", "test_dataloader"):
             loader = cfg.get(field)

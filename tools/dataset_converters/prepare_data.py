@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from mmvmamba.datasets.layout import (
-    DatasetLayoutError,
+    DatasetError,
     check_ade20k,
     check_coco,
     extract_archives,
@@ -30,6 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check-coco", help="check a COCO instances folder")
     p.add_argument("root")
     p.add_argument("--splits", nargs="+", default=["train2017", "val2017"])
+    p.add_argument(
+        "--allow-degenerate-boxes",
+        action="store_true",
+        help="only report zero-area boxes (mmdet skips them) instead of failing",
+    )
     p = sub.add_parser("check-ade20k", help="check an ADEChallengeData2016 folder")
     p.add_argument("root")
     for name, default in (("extract-coco", "data/coco"), ("extract-ade20k", "data/ade")):
@@ -39,13 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "check-coco":
-            summary = check_coco(args.root, tuple(args.splits))
+            summary = check_coco(args.root, tuple(args.splits), args.allow_degenerate_boxes)
         elif args.cmd == "check-ade20k":
             summary = check_ade20k(args.root)
         else:
             out = extract_archives(args.archives, args.out)
             summary = {"extracted to": str(out)}
-    except DatasetLayoutError as exc:
+    except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"{args.cmd}: ok {summary}")
