@@ -197,6 +197,8 @@ def selective_scan(
     if not torch.jit.is_tracing():  # shape checks would only add TracerWarnings to a trace
         validate_inputs(u, delta, A, B, C, D, z, delta_bias)
     backend = resolve_backend(backend, u, "selective_scan")
+    if u.numel() == 0:  # an empty batch, width or sequence: nothing to scan, the loop is exact
+        backend = "ref"
     if backend == "ref":
         return selective_scan_ref(
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state

@@ -192,3 +192,21 @@ def test_mmengine_flop_analyzer_counts_the_formula():
     analyzer = analysis.FlopAnalyzer(ScanOnly(), args).set_op_handle(**vmamba_ops.FLOP_HANDLES)
     assert analyzer.total() == vmamba_ops.selective_scan_flops(2, 16, 8, 4, True, True)
     assert not analyzer.unsupported_ops()
+
+
+@pytest.mark.parametrize("shape", [(0, 4, 8), (2, 4, 0)], ids=["empty-batch", "empty-sequence"])
+@pytest.mark.parametrize("backend", ["auto", "cpu", "ref"])
+def test_empty_inputs_give_empty_outputs_and_grads(shape, backend):
+    b, d, length = shape
+    u = torch.randn(b, d, length, requires_grad=True)
+    delta = torch.rand(b, d, length, requires_grad=True)
+    A = -torch.rand(d, 3)
+    B = torch.randn(b, 2, 3, length)
+    y, last = vmamba_ops.selective_scan(
+        u, delta, A, B, B.clone(), return_last_state=True, delta_softplus=True, backend=backend
+    )
+    assert y.shape == shape and last.shape == (b, d, 3)
+    assert torch.all(last == 0)
+    if b == 0:  # an empty batch inside a training step still backpropagates
+        (y.sum() + last.sum()).backward()
+        assert u.grad.shape == shape and delta.grad.shape == shape
