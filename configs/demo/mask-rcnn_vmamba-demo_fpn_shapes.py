@@ -1,42 +1,26 @@
 # Demo: Mask R-CNN + FPN with a small VMamba, trained from scratch on the synthetic COCO-format
 # shapes set (3 classes: circle, square, triangle; 128x128 images) made by
 # mmvmamba.datasets.make_coco_demo. Runs on a CPU in minutes: `python tools/demo.py`.
-# Everything below is ordinary mmdet; only the sizes are small.
+# Everything below is ordinary mmdet; only the sizes are small. The backbone and the settings
+# shared with the segmentation demo are in _base_/demo_vmamba.py.
 _base_ = [
     "mmdet::_base_/models/mask-rcnn_r50_fpn.py",
     "mmdet::_base_/datasets/coco_instance.py",
     "mmdet::_base_/default_runtime.py",
+    "./_base_/demo_vmamba.py",
 ]
-
-custom_imports = dict(imports=["mmvmamba"], allow_failed_imports=False)
 
 data_root = "data/demo/coco/"
 classes = ("circle", "square", "triangle")
 metainfo = dict(classes=classes, palette=[(220, 40, 40), (40, 200, 60), (40, 80, 230)])
 img_scale = (128, 128)
-dims = [24, 48, 96, 192]
 fpn_channels = 64
 max_iters = 600
 
 model = dict(
     data_preprocessor=dict(pad_size_divisor=32),
-    backbone=dict(
-        _delete_=True,
-        type="VMamba",
-        arch=dict(
-            dims=dims,
-            depths=[1, 1, 2, 1],
-            d_state=1,
-            ssm_ratio=1.0,
-            forward_type="v05_noz",
-            mlp_ratio=2.0,
-            patch_embed="v2",
-            downsample="v3",
-        ),
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0,
-    ),
-    neck=dict(in_channels=dims, out_channels=fpn_channels),
+    backbone=dict(_delete_=True, **_base_.demo_backbone),
+    neck=dict(in_channels=_base_.dims, out_channels=fpn_channels),
     rpn_head=dict(
         in_channels=fpn_channels,
         feat_channels=fpn_channels,
@@ -64,6 +48,7 @@ model = dict(
         rcnn=dict(max_per_img=20),
     ),
 )
+del _base_.demo_backbone  # a helper of the base, not a setting (see the base)
 
 train_pipeline = [
     dict(type="LoadImageFromFile"),
@@ -107,8 +92,6 @@ test_evaluator = val_evaluator
 train_cfg = dict(
     _delete_=True, type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters
 )
-val_cfg = dict(type="ValLoop")
-test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
@@ -124,4 +107,3 @@ default_hooks = dict(
     checkpoint=dict(type="CheckpointHook", by_epoch=False, interval=max_iters, max_keep_ckpts=1),
 )
 log_processor = dict(by_epoch=False)
-randomness = dict(seed=0)

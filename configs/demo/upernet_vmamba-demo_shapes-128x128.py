@@ -1,13 +1,13 @@
 # Demo: UperNet with a small VMamba, trained from scratch on the synthetic ADE20K-format shapes
 # set (5 classes: sky, ground, circle, square, triangle; label 0 = unlabelled, ignored via
 # reduce_zero_label) made by mmvmamba.datasets.make_ade_demo. Runs on a CPU in minutes:
-# `python tools/demo.py`. Everything below is ordinary mmseg; only the sizes are small.
+# `python tools/demo.py`. Everything below is ordinary mmseg; only the sizes are small. The
+# backbone and the settings shared with the detection demo are in _base_/demo_vmamba.py.
 _base_ = [
     "mmseg::_base_/models/upernet_swin.py",
     "mmseg::_base_/default_runtime.py",
+    "./_base_/demo_vmamba.py",
 ]
-
-custom_imports = dict(imports=["mmvmamba"], allow_failed_imports=False)
 
 data_root = "data/demo/ade/ADEChallengeData2016"
 classes = ("sky", "ground", "circle", "square", "triangle")
@@ -16,30 +16,15 @@ metainfo = dict(
     palette=[[120, 160, 220], [140, 110, 70], [220, 40, 40], [40, 200, 60], [40, 80, 230]],
 )
 crop_size = (128, 128)
-dims = [24, 48, 96, 192]
 max_iters = 400
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(
-        _delete_=True,
-        type="VMamba",
-        arch=dict(
-            dims=dims,
-            depths=[1, 1, 2, 1],
-            d_state=1,
-            ssm_ratio=1.0,
-            forward_type="v05_noz",
-            mlp_ratio=2.0,
-            patch_embed="v2",
-            downsample="v3",
-        ),
-        out_indices=(0, 1, 2, 3),
-        drop_path_rate=0.0,
-    ),
-    decode_head=dict(in_channels=dims, channels=64, num_classes=len(classes)),
-    auxiliary_head=dict(in_channels=dims[2], channels=32, num_classes=len(classes)),
+    backbone=dict(_delete_=True, **_base_.demo_backbone),
+    decode_head=dict(in_channels=_base_.dims, channels=64, num_classes=len(classes)),
+    auxiliary_head=dict(in_channels=_base_.dims[2], channels=32, num_classes=len(classes)),
 )
+del _base_.demo_backbone  # a helper of the base, not a setting (see the base)
 
 train_pipeline = [
     dict(type="LoadImageFromFile"),
@@ -90,8 +75,6 @@ val_evaluator = dict(type="IoUMetric", iou_metrics=["mIoU"])
 test_evaluator = val_evaluator
 
 train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
-val_cfg = dict(type="ValLoop")
-test_cfg = dict(type="TestLoop")
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.999), weight_decay=0.01),
@@ -109,4 +92,3 @@ default_hooks = dict(
     sampler_seed=dict(type="DistSamplerSeedHook"),
     visualization=dict(type="SegVisualizationHook"),
 )
-randomness = dict(seed=0)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .._backend import resolve_backend
 from . import cpu as _cpu
+from . import native as _native
 from .naive import selective_scan_ref
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -24,7 +25,18 @@ def _impl(backend: str):
         from . import triton as _tr  # imports triton; only reached when asked for
 
         return _tr.selective_scan_fwd, _tr.selective_scan_bwd
-    return _cpu.selective_scan_fwd, _cpu.selective_scan_bwd
+    return _cpu_fwd, _cpu_bwd
+
+
+def _cpu_fwd(u, *args):
+    """'cpu' backend: the compiled kernel on CPU tensors when it builds, else the torch scan."""
+    impl = _native if _native.use_native(u) else _cpu
+    return impl.selective_scan_fwd(u, *args)
+
+
+def _cpu_bwd(u, *args):
+    impl = _native if _native.use_native(u) else _cpu
+    return impl.selective_scan_bwd(u, *args)
 
 
 @torch.library.custom_op("vmamba_ops::selective_scan", mutates_args=())
@@ -187,8 +199,10 @@ def selective_scan(
         delta_softplus: apply softplus to delta + delta_bias.
         return_last_state: also return the state after the last step.
         backend: 'auto' (Triton for CUDA tensors when triton is installed, else 'cpu'),
-            'ref' (sequential reference), 'cpu' (chunked PyTorch scan, any device),
-            'triton'. A backend that cannot run raises RuntimeError saying why.
+            'ref' (sequential reference), 'cpu' (on CPU tensors the compiled C kernel of
+            :mod:`vmamba_ops.selective_scan.native`, else the chunked PyTorch scan, which runs
+            on any device; ``$VMAMBA_OPS_CPU_KERNEL`` chooses), 'triton'. A backend that
+            cannot run raises RuntimeError saying why.
 
     Returns:
         y (batch, dim, L) in u's dtype, or (y, last_state) with last_state (batch, dim, N)

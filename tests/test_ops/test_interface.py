@@ -60,15 +60,19 @@ def test_vmamba_ops_imports_no_openmmlab():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_auto_backend_on_cpu_is_the_fast_path(monkeypatch):
+@pytest.mark.parametrize("kernel, module", [("native", "_native"), ("torch", "_cpu")])
+def test_auto_backend_on_cpu_is_the_fast_path(monkeypatch, kernel, module):
+    """'auto' on CPU tensors runs the compiled kernel, or the chunked torch scan when asked."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", kernel)
     calls = []
-    original = vmamba_ops.selective_scan.__globals__["_cpu"].selective_scan_fwd
+    impl = vmamba_ops.selective_scan.__globals__[module]
+    original = impl.selective_scan_fwd
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(vmamba_ops.selective_scan.__globals__["_cpu"], "selective_scan_fwd", spy)
+    monkeypatch.setattr(impl, "selective_scan_fwd", spy)
     inp = _detached(make_inputs(1, 4, 5, 2, 1))
     vmamba_ops.selective_scan(*args_of(inp))
     assert calls == [1]

@@ -12,6 +12,15 @@ from vmamba_ops.selective_scan import cpu as ss_cpu
 # upstream mamba_ssm test tolerances for float32
 RTOL, ATOL = 6e-4, 2e-3
 
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def cpu_kernel(request, monkeypatch):
+    """Run every test with both implementations behind backend='cpu' (the compiled C kernel and
+    the chunked PyTorch scan); 'native' fails rather than falls back if the kernel cannot build."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", request.param)
+    return request.param
+
+
 CASES = [
     # (batch, dim, L, N, G, D, z, bias, softplus, last_state)
     pytest.param(2, 8, 1, 1, 1, True, False, True, True, True, id="L1-N1-G1"),

@@ -66,6 +66,28 @@ def test_benchmark_tool_small_sweep(tmp_path):
     assert_png(out / "benchmark.png")
 
 
+def test_throughput_targets_only_at_their_sizes():
+    """The Swin-T throughput targets (1.0x at 224, 1.5x at 768) are each printed once, only when
+    their size was measured, and name that size; other sizes get no throughput target."""
+    targets = load_tool("benchmark")._targets
+
+    def img_s_lines(*sizes):
+        # VMamba-T at 6 img/s, Swin-T at 5: 1.2x at every size
+        rows = [
+            dict(model=model, size=size, img_s=img_s)
+            for size in sizes
+            for model, img_s in (("vmamba-t", 6.0), ("swin-t", 5.0))
+        ]
+        return [line for line in targets(rows, []) if "img/s" in line]
+
+    at_224 = "VMamba-T img/s at 224: 6 vs Swin-T 5 = 1.20x (target >= 1.0x): MET"
+    at_768 = "VMamba-T img/s at 768: 6 vs Swin-T 5 = 1.20x (target >= 1.5x): MISSED"
+    assert img_s_lines(224) == [at_224]
+    assert img_s_lines(768) == [at_768]
+    assert img_s_lines(224, 384, 768) == [at_224, at_768]
+    assert img_s_lines(64) == [] and img_s_lines(64, 512) == []
+
+
 def test_identity_ablation_refuses_models_without_ss2d(tmp_path):
     from mmvmamba.analysis.benchmark import scan_ablation
 

@@ -34,6 +34,9 @@ from mmvmamba.analysis.models import BENCHMARK_MODELS, vim_registered
 from mmvmamba.analysis.plotting import default_out_dir, format_table, plot_lines, write_csv
 
 DEFAULT_MODELS = ["vmamba-t", "vmamba-s", "vmamba-b", "swin-t", "convnext-t", "deit-s"]
+# VMamba-T's throughput targets relative to Swin-T, at the sizes they are set for (the paper's
+# 224 and 768); a target is checked only when its size was measured.
+THROUGHPUT_TARGETS = {224: 1.0, 768: 1.5}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -84,7 +87,7 @@ def _targets(rows: list[dict], ablation: list[dict]) -> list[str]:
 
     sizes = sorted({r["size"] for r in rows})
     lo, hi = sizes[0], sizes[-1]
-    for size, need in ((lo, 1.0), (hi, 1.5)):
+    for size, need in THROUGHPUT_TARGETS.items():
         a, b = get("vmamba-t", size, "img_s"), get("swin-t", size, "img_s")
         if a and b:
             ok = a >= need * b

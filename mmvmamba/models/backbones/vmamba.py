@@ -343,7 +343,21 @@ class VMamba(BaseBackbone):
             self.add_module(f"outnorm{i}", LayerNorm2d(dims[i]))
 
         self._official_init()
+        self._channels_last_convs()
         self._freeze_stages()
+
+    @torch.no_grad()
+    def _channels_last_convs(self) -> None:
+        """Store the dense convs' weights channels-last (same values and shape, other strides).
+
+        The residual stream is channels-last (LayerNorm2d returns a permuted view), so the stem
+        and downsample convs run PyTorch's channels-last path, which otherwise converts the
+        weight in every call (7% of a VMamba-T forward on the CPU). Depthwise convs are left
+        as they are: their inputs come contiguous from a projection.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d) and m.groups == 1:
+                m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
     # --- construction helpers ----------------------------------------------------------------
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["Linear2d", "grouped_linear"]
@@ -27,7 +28,8 @@ class Linear2d(nn.Linear):
     """``nn.Linear`` on the channel axis of a (B, C_in, H, W) map.
 
     The weight is stored as ``(C_out, C_in)`` like ``nn.Linear`` (official VMamba checkpoints use
-    that shape) and applied without leaving the channel-first layout.
+    that shape) and applied without moving data: a channels-last map (strides of (B, H, W, C))
+    is one ``F.linear`` and stays channels-last, a contiguous one is one ``bmm``.
 
     Shapes:
         input (B, C_in, H, W) -> output (B, C_out, H, W).
@@ -35,6 +37,10 @@ class Linear2d(nn.Linear):
 
     def forward(self, x: Tensor) -> Tensor:
         b, _, h, w = x.shape
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            # a channel-last map (a LayerNorm2d output, the residual stream): one GEMM with the
+            # bias fused, no copy; the result stays channel-last (same values, other strides)
+            return F.linear(x.permute(0, 2, 3, 1), self.weight, self.bias).permute(0, 3, 1, 2)
         y = grouped_linear(x.reshape(b, 1, -1, h * w), self.weight.unsqueeze(0))
         y = y.view(b, -1, h, w)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

@@ -1,0 +1,94 @@
+"""The compiled CPU selective-scan kernel: selection, build failures, float32 edge values."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ops_test_utils import args_of, assert_close_rel, grads, make_inputs
+
+import vmamba_ops
+from vmamba_ops.selective_scan import native
+
+
+@pytest.fixture
+def fresh_loader(monkeypatch, tmp_path):
+    """A loader with no cached library or error, building into an empty cache folder."""
+    monkeypatch.setattr(native, "_lib", None)
+    monkeypatch.setattr(native, "_error", None)
+    monkeypatch.setattr(native, "_warned", False)
+    monkeypatch.setenv("VMAMBA_OPS_CACHE", str(tmp_path / "kernels"))
+    return tmp_path / "kernels"
+
+
+def test_builds_into_the_cache_and_reuses_it(fresh_loader):
+    lib = native.load()
+    built = list(fresh_loader.glob("*/libvmamba_scan.so"))
+    assert len(built) == 1 and lib._name == str(built[0])
+    mtime = built[0].stat().st_mtime_ns
+    native._lib = None  # a new process: finds the library instead of compiling again
+    native.load()
+    assert built[0].stat().st_mtime_ns == mtime
+
+
+def test_no_compiler_falls_back_with_one_warning(fresh_loader, monkeypatch):
+    monkeypatch.setattr(native, "_compiler", lambda: None)
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "auto")
+    inp = make_inputs(1, 4, 20, 2, 1, requires_grad=False)
+    with pytest.warns(RuntimeWarning, match="no C compiler found"):
+        y = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
+    y_ref = vmamba_ops.selective_scan_ref(*args_of(inp), delta_softplus=True)
+    assert_close_rel(y, y_ref, 1e-5, 1e-6, "y")
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    with pytest.raises(RuntimeError, match="VMAMBA_OPS_CPU_KERNEL=native.*no C compiler"):
+        vmamba_ops.selective_scan(*args_of(inp), backend="cpu")
+
+
+def test_compile_error_is_reported_with_the_command(fresh_loader, monkeypatch, tmp_path):
+    fake_cc = tmp_path / "cc"
+    fake_cc.write_text("#!/bin/sh\necho 'fake-cc: internal error' >&2\nexit 1\n")
+    fake_cc.chmod(0o755)
+    monkeypatch.setattr(native, "_compiler", lambda: str(fake_cc))
+    with pytest.raises(RuntimeError, match="compiling the CPU selective-scan kernel failed"):
+        native.load()
+    with pytest.raises(RuntimeError, match="fake-cc: internal error"):  # remembered, not retried
+        native.load()
+
+
+def test_unknown_mode_names_the_choices(monkeypatch):
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "fast")
+    with pytest.raises(ValueError, match=r"VMAMBA_OPS_CPU_KERNEL='fast'.*'auto'.*'torch'"):
+        native.mode()
+
+
+def test_cuda_tensors_never_take_the_kernel():
+    assert native.use_native(torch.empty(1, device="meta")) is False
+
+
+@pytest.mark.parametrize("scale", [1e-3, 30.0])
+def test_float32_extreme_time_steps_match_float64_reference(scale, monkeypatch):
+    """Tiny and huge dt * A: the kernel's own exp/softplus (vectorised, not libm) underflow to 0
+    and saturate like the float64 loop, in the output and in every gradient."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    inp = make_inputs(2, 16, 150, 4, 2, with_z=True, dt_scale=scale)
+    with torch.no_grad():
+        inp["delta"].mul_(scale)
+    ref_in = {k: (v.detach().double().requires_grad_() if v is not None else None)
+              for k, v in inp.items()}  # fmt: skip
+    y = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
+    y_ref = vmamba_ops.selective_scan_ref(*args_of(ref_in), delta_softplus=True)
+    # float32 rounding of values up to ~1e4 (scale 30): errors relative to the largest value
+    assert_close_rel(y, y_ref.float(), 1e-5, 1e-6 * float(y_ref.detach().abs().max()), "y")
+    g, g_ref = grads(y, inp), grads(y_ref, ref_in)
+    for name in g:
+        top = float(g_ref[name].abs().max())
+        assert_close_rel(g[name], g_ref[name].float(), 2e-5, 2e-6 * top, f"d{name}")
+
+
+def test_nan_in_the_input_reaches_the_output(monkeypatch):
+    """The vectorised exp / softplus keep NaN (a NaN-detect hook must see it)."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    inp = make_inputs(1, 8, 40, 1, 1, requires_grad=False)
+    inp["delta"][0, 3, 10] = float("nan")
+    y = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
+    assert torch.isnan(y[0, 3, 10:]).all() and torch.isfinite(y[0, 3, :10]).all()
+    assert torch.isfinite(y[0, :3]).all() and torch.isfinite(y[0, 4:]).all()
