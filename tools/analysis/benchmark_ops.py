@@ -1,10 +1,11 @@
 """Benchmark the CPU selective-scan backends on VMamba-T stage shapes.
 
 For every (resolution, stage, batch) it times the forward and forward+backward of each CPU
-backend ('ref': sequential reference, 'cpu': chunked fast path; the Triton interpreter is far
-too slow to be worth timing), measures the machine's copy bandwidth and reports the
-memory-traffic floor of the forward (bytes of u, delta, B, C read + y written, divided by the
-copy bandwidth) and how far the fast path is from it.
+backend ('ref': sequential reference; 'cpu': the fast path, i.e. the compiled C kernel;
+'cpu-torch': the chunked PyTorch scan that 'cpu' falls back to without a C compiler; the Triton
+interpreter is far too slow to be worth timing), measures the machine's copy bandwidth and
+reports the memory-traffic floor of the forward (bytes of u, delta, B, C read + y written,
+divided by the copy bandwidth) and how far the fast path is from it.
 
 Shapes: VMamba-T, K = 4 directions, d_inner per direction D = 96/192/384/768 for stages 1-4,
 L = (H/4 / 2^stage)^2, N = 1, G = K (one B/C per direction), dim = K * D channels.
@@ -18,8 +19,10 @@ Writes ``benchmark_ops.csv`` and ``benchmark_ops.png`` to ``--out-dir``. Example
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -37,7 +40,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out-dir", default="work_dirs/benchmark_ops", help="CSV / PNG folder")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     p.add_argument("--resolution", type=int, nargs="+", default=[224, 768])
-    p.add_argument("--backends", nargs="+", default=["ref", "cpu"], choices=["ref", "cpu"])
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        default=["ref", "cpu", "cpu-torch"],
+        choices=["ref", "cpu", "cpu-torch"],
+    )
     p.add_argument("--repeat", type=int, default=5, help="timed runs of the fast path (median)")
     p.add_argument(
         "--ref-max-steps",
@@ -94,7 +102,27 @@ def fwd_traffic_bytes(batch: int, dim: int, length: int, n: int = 1) -> int:
     return 4 * (3 * batch * dim * length + 2 * batch * K * n * length)
 
 
+@contextlib.contextmanager
+def _cpu_kernel(backend: str):
+    """'cpu' -> the compiled kernel (error if it cannot build), 'cpu-torch' -> the torch path."""
+    old = os.environ.get("VMAMBA_OPS_CPU_KERNEL")
+    if backend.startswith("cpu"):
+        os.environ["VMAMBA_OPS_CPU_KERNEL"] = "torch" if backend == "cpu-torch" else "native"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("VMAMBA_OPS_CPU_KERNEL", None)
+        else:
+            os.environ["VMAMBA_OPS_CPU_KERNEL"] = old
+
+
 def bench_one(backend: str, batch: int, dpd: int, length: int, repeat: int) -> tuple[float, float]:
+    with _cpu_kernel(backend):
+        return _bench_one(backend.split("-")[0], batch, dpd, length, repeat)
+
+
+def _bench_one(backend: str, batch: int, dpd: int, length: int, repeat: int) -> tuple[float, float]:
     kw = dict(delta_softplus=True, backend=backend)
     inp = make_inputs(batch, dpd, length, requires_grad=False)
     with torch.no_grad():
@@ -236,8 +264,37 @@ def main(argv=None) -> list[dict]:
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in rows:
         print("  ".join(str(r[c]).rjust(w) for c, w in zip(cols, widths)))
+    for line in target_lines(rows):
+        print(line)
     print(f"\nwrote {csv_path} and {png_path}")
     return rows
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """The issue's targets for the fast path: >= 20x the reference at L=3136 (forward and
+    forward+backward) and a forward within 4x of the memory-traffic floor."""
+    lines = [""]
+    for r in rows:
+        if (
+            r["backend"] == "cpu"
+            and r["L"] == 3136
+            and r["fwd_speedup_vs_ref"] == r["fwd_speedup_vs_ref"]
+        ):
+            worst = min(r["fwd_speedup_vs_ref"], r["fwd_bwd_speedup_vs_ref"])
+            lines.append(
+                f"cpu vs ref at L=3136, batch {r['batch']}: fwd {r['fwd_speedup_vs_ref']}x, "
+                f"fwd+bwd {r['fwd_bwd_speedup_vs_ref']}x (target >= 20x): "
+                f"{'MET' if worst >= 20 else 'MISSED'}"
+            )
+    fast = [r for r in rows if r["backend"] == "cpu"]
+    if fast:
+        worst = max(fast, key=lambda r: r["fwd_over_floor"])
+        lines.append(
+            f"cpu forward / memory-traffic floor: worst {worst['fwd_over_floor']}x "
+            f"(stage {worst['stage']}, {worst['resolution']}px, batch {worst['batch']}) "
+            f"(target <= 4x): {'MET' if worst['fwd_over_floor'] <= 4 else 'MISSED'}"
+        )
+    return lines
 
 
 if __name__ == "__main__":
