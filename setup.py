@@ -36,7 +36,7 @@ setup(
     package_dir={"vmamba_ops": "ops"},
     include_package_data=True,
     # the CPU selective-scan kernel is compiled from these on first use (vmamba_ops...native)
-    package_data={"vmamba_ops.selective_scan": ["csrc/*.c", "csrc/*.h"]},
+    package_data={"vmamba_ops": ["csrc/*.c", "csrc/*.h"]},
     install_requires=["torch>=2.1"] + read_requirements("runtime.txt"),
     extras_require={
         "det": ["mmdet==3.3.0", "pycocotools>=2.0.7"],

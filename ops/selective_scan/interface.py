@@ -12,9 +12,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _native
 from .._backend import resolve_backend
 from . import cpu as _cpu
-from . import native as _native
+from . import native as _native_scan
 from .naive import selective_scan_ref
 
 _FLOAT = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -30,12 +31,12 @@ def _impl(backend: str):
 
 def _cpu_fwd(u, *args):
     """'cpu' backend: the compiled kernel on CPU tensors when it builds, else the torch scan."""
-    impl = _native if _native.use_native(u) else _cpu
+    impl = _native_scan if _native.use_native(u) else _cpu
     return impl.selective_scan_fwd(u, *args)
 
 
 def _cpu_bwd(u, *args):
-    impl = _native if _native.use_native(u) else _cpu
+    impl = _native_scan if _native.use_native(u) else _cpu
     return impl.selective_scan_bwd(u, *args)
 
 

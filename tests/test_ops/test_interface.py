@@ -60,7 +60,7 @@ def test_vmamba_ops_imports_no_openmmlab():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("kernel, module", [("native", "_native"), ("torch", "_cpu")])
+@pytest.mark.parametrize("kernel, module", [("native", "_native_scan"), ("torch", "_cpu")])
 def test_auto_backend_on_cpu_is_the_fast_path(monkeypatch, kernel, module):
     """'auto' on CPU tensors runs the compiled kernel, or the chunked torch scan when asked."""
     monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", kernel)

@@ -7,7 +7,7 @@ import torch
 from ops_test_utils import args_of, assert_close_rel, grads, make_inputs
 
 import vmamba_ops
-from vmamba_ops.selective_scan import native
+from vmamba_ops import _native as native
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def fresh_loader(monkeypatch, tmp_path):
 
 def test_builds_into_the_cache_and_reuses_it(fresh_loader):
     lib = native.load()
-    built = list(fresh_loader.glob("*/libvmamba_scan.so"))
+    built = list(fresh_loader.glob("*/libvmamba_ops.so"))
     assert len(built) == 1 and lib._name == str(built[0])
     mtime = built[0].stat().st_mtime_ns
     native._lib = None  # a new process: finds the library instead of compiling again
@@ -48,7 +48,7 @@ def test_compile_error_is_reported_with_the_command(fresh_loader, monkeypatch, t
     fake_cc.write_text("#!/bin/sh\necho 'fake-cc: internal error' >&2\nexit 1\n")
     fake_cc.chmod(0o755)
     monkeypatch.setattr(native, "_compiler", lambda: str(fake_cc))
-    with pytest.raises(RuntimeError, match="compiling the CPU selective-scan kernel failed"):
+    with pytest.raises(RuntimeError, match="compiling the CPU kernels of vmamba_ops failed"):
         native.load()
     with pytest.raises(RuntimeError, match="fake-cc: internal error"):  # remembered, not retried
         native.load()

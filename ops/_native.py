@@ -1,0 +1,195 @@
+"""Build, cache and load the compiled CPU kernels (``ops/csrc/*.c``): one shared library.
+
+Why: PyTorch ops make one pass over memory each; the scan (:mod:`.selective_scan.native`) and
+cross-scan kernels make one pass in all, with the math vectorised by the compiler. They are
+plain C (no torch headers, no CUDA): the system C compiler builds them in about two seconds into
+``~/.cache/mmvmamba/kernels/<key>/`` (``$VMAMBA_OPS_CACHE`` overrides the folder); the key
+covers the sources, the compiler and the CPU, so a home folder shared by different machines gets
+one build per CPU type. They are called through ``ctypes`` on contiguous buffers and run on
+``torch.get_num_threads()`` threads (ctypes releases the GIL during the call).
+
+``$VMAMBA_OPS_CPU_KERNEL`` chooses what ``backend='cpu'`` runs on CPU tensors: ``auto``
+(default: these kernels, or the PyTorch code with one warning when no compiler works),
+``native`` (these kernels or an error saying why not) or ``torch`` (always the PyTorch code).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+from torch import Tensor
+
+_SRC_DIR = Path(__file__).resolve().parent / "csrc"
+_FLAGS = (
+    "-O3",
+    "-fno-math-errno",
+    "-fno-trapping-math",
+    "-fopenmp-simd",
+    "-fPIC",
+    "-shared",
+    "-pthread",
+    "-std=gnu11",
+)
+_ABI_VERSION = 1
+_MODES = ("auto", "native", "torch")
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_error: str | None = None  # why the kernel cannot be used, once known
+_warned = False
+
+
+def mode() -> str:
+    """The value of ``$VMAMBA_OPS_CPU_KERNEL`` (checked)."""
+    value = os.environ.get("VMAMBA_OPS_CPU_KERNEL", "auto").strip().lower() or "auto"
+    if value not in _MODES:
+        raise ValueError(
+            f"VMAMBA_OPS_CPU_KERNEL={value!r} is not one of {_MODES}: 'auto' (compiled kernel "
+            "when a C compiler works), 'native' (compiled kernel or an error), 'torch' (the "
+            "chunked PyTorch scan)"
+        )
+    return value
+
+
+def _compiler() -> str | None:
+    for cand in (os.environ.get("CC"), (sysconfig.get_config_var("CC") or "").split(" ")[0], "cc"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    return None
+
+
+def _cpu_signature() -> str:
+    """What the build depends on besides the sources: machine, CPU features (-march=native)."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = line
+                    break
+    except OSError:
+        pass
+    return f"{platform.machine()}|{platform.processor()}|{flags}"
+
+
+def cache_dir() -> Path:
+    """Where built kernels live: ``$VMAMBA_OPS_CACHE`` or ``~/.cache/mmvmamba/kernels``."""
+    if os.environ.get("VMAMBA_OPS_CACHE"):
+        return Path(os.environ["VMAMBA_OPS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mmvmamba" / "kernels"
+
+
+def _build(cc: str) -> Path:
+    """Compile the kernel (cached); returns the shared library's path or raises RuntimeError."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True).stdout
+    sources = sorted(_SRC_DIR.glob("*.c"))
+    digest = hashlib.sha256()
+    for path in sorted(_SRC_DIR.glob("*.[ch]")):
+        digest.update(path.name.encode() + path.read_bytes())
+    digest.update("|".join((cc, version, " ".join(_FLAGS), _cpu_signature())).encode())
+    out_dir = cache_dir() / digest.hexdigest()[:16]
+    lib = out_dir / "libvmamba_ops.so"
+    if lib.exists():
+        return lib
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for arch in (["-march=native"], []):  # -march=native may be refused (some clang / arm)
+        fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
+        os.close(fd)
+        cmd = [cc, *_FLAGS, *arch, *map(str, sources), "-o", tmp, "-lm"]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode == 0:
+            os.replace(tmp, lib)  # atomic: a concurrent process sees no half-written library
+            return lib
+        os.unlink(tmp)
+        errors.append(f"$ {' '.join(cmd)}\n{res.stderr.strip()[-2000:]}")
+    raise RuntimeError("compiling the CPU kernels of vmamba_ops failed:\n" + "\n".join(errors))
+
+
+I64, PTR, INT = ctypes.c_int64, ctypes.c_void_p, ctypes.c_int
+
+
+def function(name: str, argtypes: list, restype=ctypes.c_int):
+    """A kernel of the library with its C signature declared (builds the library if needed)."""
+    fn = getattr(load(), name)
+    if fn.argtypes is None:
+        fn.argtypes, fn.restype = argtypes, restype
+    return fn
+
+
+def load() -> ctypes.CDLL:
+    """The compiled kernel library (built on first call). Raises RuntimeError saying why not."""
+    global _lib, _error
+    if _lib is not None:
+        return _lib
+    with _lock:
+        if _lib is not None:
+            return _lib
+        if _error is not None:
+            raise RuntimeError(_error)
+        try:
+            cc = _compiler()
+            if cc is None:
+                raise RuntimeError(
+                    "no C compiler found (looked at $CC, Python's CC and `cc`); install one "
+                    "(Debian/Ubuntu: `apt install gcc`) to build the CPU kernels of vmamba_ops"
+                )
+            lib = ctypes.CDLL(str(_build(cc)))
+            if lib.vmamba_ops_abi_version() != _ABI_VERSION:
+                raise RuntimeError("the cached CPU kernel has a different ABI; delete the cache")
+        except (OSError, RuntimeError) as exc:
+            _error = f"{exc}\n(cache folder: {cache_dir()})"
+            raise RuntimeError(_error) from exc
+        _lib = lib
+        return lib
+
+
+def use_native(x: Tensor) -> bool:
+    """Whether ``backend='cpu'`` runs the compiled kernels for ``x`` (else the PyTorch code)."""
+    global _warned
+    if x.device.type != "cpu":
+        return False
+    m = mode()
+    if m == "torch":
+        return False
+    try:
+        load()
+    except RuntimeError as exc:
+        if m == "native":
+            raise RuntimeError(
+                f"VMAMBA_OPS_CPU_KERNEL=native but the kernels cannot be used: {exc}"
+            ) from exc
+        if not _warned:
+            _warned = True
+            warnings.warn(
+                f"vmamba_ops: using the slower PyTorch code on the CPU, because {exc}\n"
+                "Set VMAMBA_OPS_CPU_KERNEL=torch to silence this warning.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        return False
+    return True
+
+
+def ptr(t: Tensor | None) -> int | None:
+    """The data pointer to pass to a kernel (None for an absent optional input)."""
+    return t.data_ptr() if t is not None else None
+
+
+__all__ = ["cache_dir", "function", "load", "mode", "ptr", "use_native"]
+
+if __name__ == "__main__":  # `python -m vmamba_ops._native`: build now, say where
+    print(load()._name)
+    sys.exit(0)

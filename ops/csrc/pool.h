@@ -1,0 +1,55 @@
+/* A minimal fork-join thread pool on pthreads (no OpenMP runtime: it would be a second one beside
+ * torch's and its spinning threads would compete with torch's on small machines). */
+#ifndef VMAMBA_POOL_H
+#define VMAMBA_POOL_H
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+/* tasks [0, n_tasks) are handed out by an atomic counter */
+typedef void (*task_fn)(void *ctx, int64_t task, void *scratch);
+
+typedef struct {
+  task_fn fn;
+  void *ctx;
+  int64_t n_tasks;
+  int64_t next;
+  size_t scratch_bytes;
+  int failed;
+} pool_t;
+
+static inline void *pool_worker(void *arg) {
+  pool_t *p = (pool_t *)arg;
+  void *scratch = malloc(p->scratch_bytes);
+  if (scratch == NULL) {
+    __atomic_store_n(&p->failed, 1, __ATOMIC_RELAXED);
+    return NULL;
+  }
+  for (;;) {
+    int64_t t = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
+    if (t >= p->n_tasks) break;
+    p->fn(p->ctx, t, scratch);
+  }
+  free(scratch);
+  return NULL;
+}
+
+/* Runs fn on every task with up to n_threads threads (the caller is one of them).
+ * Returns 0, or -1 when scratch memory could not be allocated. */
+static inline int run_parallel(task_fn fn, void *ctx, int64_t n_tasks, size_t scratch_bytes,
+                        int n_threads) {
+  pool_t p = {fn, ctx, n_tasks, 0, scratch_bytes, 0};
+  if (n_threads > n_tasks) n_threads = (int)n_tasks;
+  if (n_threads < 1) n_threads = 1;
+  pthread_t th[256];
+  if (n_threads > 256) n_threads = 256;
+  int started = 0;
+  for (int i = 1; i < n_threads; ++i) {
+    if (pthread_create(&th[started], NULL, pool_worker, &p) == 0) ++started;
+  }
+  pool_worker(&p);
+  for (int i = 0; i < started; ++i) pthread_join(th[i], NULL);
+  return p.failed ? -1 : 0;
+}
+
+#endif
