@@ -31,6 +31,16 @@ def tiny_vmamba(arch_overrides: dict | None = None, **kwargs):
     return VMamba(arch=dict(TINY_ARCH, **(arch_overrides or {})), **kwargs).eval()
 
 
+def vmamba_t(**kwargs):
+    """The real VMamba-T[s1l8] backbone (arch ``'tiny'``: 96..768 channels, depths 2-2-8-2,
+    about 29.5M parameters), seeded, in eval mode; ``kwargs`` go to ``VMamba``. Not to be
+    confused with :func:`tiny_vmamba`, the few-thousand-parameter test arch."""
+    from mmvmamba.models.backbones.vmamba import VMamba
+
+    torch.manual_seed(0)
+    return VMamba(arch="tiny", **kwargs).eval()
+
+
 def tiny_classifier(num_classes: int = 3):
     """mmpretrain ImageClassifier: tiny VMamba + GAP + linear head, eval mode."""
     from mmpretrain.registry import MODELS
