@@ -8,9 +8,24 @@ one's backward is the other op.
 import torch
 from torch import Tensor
 
+from .. import _native
 from .._backend import resolve_backend
+from . import native as _native_cs
 from .cpu import cross_merge_cpu, cross_scan_cpu
 from .naive import K_OF_PATTERN, PATTERNS, cross_merge_ref, cross_scan_ref
+
+
+def _cross_scan_cpu(x: Tensor, pattern: str, channel_first: bool) -> Tensor:
+    """'cpu' backend: the compiled kernel where it applies (see native.supported), else views."""
+    if _native_cs.supported(x, channel_first) and _native.use_native(x):
+        return _native_cs.cross_scan_native(x, pattern)
+    return cross_scan_cpu(x, pattern, channel_first)
+
+
+def _cross_merge_cpu(y: Tensor, pattern: str, channel_first: bool) -> Tensor:
+    if _native_cs.supported(y, channel_first) and _native.use_native(y):
+        return _native_cs.cross_merge_native(y, pattern)
+    return cross_merge_cpu(y, pattern, channel_first)
 
 
 def _scan_impl(backend: str):
@@ -18,7 +33,7 @@ def _scan_impl(backend: str):
         from .triton import cross_scan_triton
 
         return cross_scan_triton
-    return cross_scan_ref if backend == "ref" else cross_scan_cpu
+    return cross_scan_ref if backend == "ref" else _cross_scan_cpu
 
 
 def _merge_impl(backend: str):
@@ -26,7 +41,7 @@ def _merge_impl(backend: str):
         from .triton import cross_merge_triton
 
         return cross_merge_triton
-    return cross_merge_ref if backend == "ref" else cross_merge_cpu
+    return cross_merge_ref if backend == "ref" else _cross_merge_cpu
 
 
 @torch.library.custom_op("vmamba_ops::cross_scan", mutates_args=())

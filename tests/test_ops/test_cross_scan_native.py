@@ -1,0 +1,105 @@
+"""The compiled CPU cross-scan / cross-merge (ops/csrc/cross_scan_cpu.c) against the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vmamba_ops
+from vmamba_ops.cross_scan import native as native_cs
+from vmamba_ops.cross_scan.naive import cross_merge_ref, cross_scan_ref
+
+# (H, W): single pixel / row / column, smaller than one 8x8 block, ragged edges, whole blocks
+SIZES = [(1, 1), (1, 5), (5, 1), (3, 4), (7, 6), (13, 17), (16, 24), (40, 33)]
+SIZE_PARAMS = [pytest.param(h, w, id=f"{h}x{w}") for h, w in SIZES]
+PATTERNS = [pytest.param(p, id=p) for p in vmamba_ops.PATTERNS]
+DTYPES = [pytest.param(torch.float32, id="f32"), pytest.param(torch.float64, id="f64")]
+
+
+@pytest.fixture
+def native_calls(monkeypatch):
+    """Forces the compiled kernels and records which of them ran."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    calls = []
+    for name in ("cross_scan_native", "cross_merge_native"):
+        original = getattr(native_cs, name)
+
+        def spy(*args, _original=original, _name=name):
+            calls.append(_name)
+            return _original(*args)
+
+        monkeypatch.setattr(native_cs, name, spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("h, w", SIZE_PARAMS)
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_matches_reference(native_calls, nan_poison, pattern, h, w, dtype):
+    """Scan is a copy (exact); merge sums 4 values per pixel (the reference's order, too)."""
+    x = torch.randn(2, 3, h, w, dtype=dtype)
+    y = torch.randn(2, 4, 3, h, w, dtype=dtype)
+    assert torch.equal(vmamba_ops.cross_scan(x, pattern, backend="cpu"), cross_scan_ref(x, pattern))
+    merged = vmamba_ops.cross_merge(y, pattern, backend="cpu")
+    assert merged.shape == x.shape and merged.dtype == dtype
+    tol = 1e-6 if dtype == torch.float32 else 1e-14
+    torch.testing.assert_close(merged, cross_merge_ref(y, pattern), rtol=tol, atol=tol)
+    assert native_calls == ["cross_scan_native", "cross_merge_native"]
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (7, 6), (13, 17)])
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_gradients_match_reference(native_calls, pattern, h, w):
+    x = torch.randn(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, 4, 3, h, w, dtype=torch.float64, requires_grad=True)
+    gs = torch.randn(2, 4, 3, h * w, dtype=torch.float64)
+    gm = torch.randn(2, 3, h, w, dtype=torch.float64)
+    got = torch.autograd.grad(
+        [vmamba_ops.cross_scan(x, pattern, backend="cpu"), vmamba_ops.cross_merge(y, pattern)],
+        [x, y],
+        [gs, gm],
+    )
+    want = torch.autograd.grad(
+        [cross_scan_ref(x, pattern), cross_merge_ref(y, pattern)], [x, y], [gs, gm]
+    )
+    torch.testing.assert_close(got[0], want[0], rtol=1e-14, atol=1e-14)
+    assert torch.equal(got[1], want[1])  # d merge / dy is a scan: a copy
+    assert sorted(set(native_calls)) == ["cross_merge_native", "cross_scan_native"]
+
+
+def test_non_contiguous_inputs(native_calls):
+    x = torch.randn(2, 5, 9, 11).to(memory_format=torch.channels_last)
+    y = torch.randn(2, 5, 4, 11, 9).permute(0, 2, 1, 4, 3)  # (B, K, C, H, W), strided
+    for pattern in vmamba_ops.PATTERNS:
+        assert torch.equal(vmamba_ops.cross_scan(x, pattern), cross_scan_ref(x, pattern))
+        torch.testing.assert_close(vmamba_ops.cross_merge(y, pattern), cross_merge_ref(y, pattern))
+    assert len(native_calls) == 2 * len(vmamba_ops.PATTERNS)
+
+
+def test_several_threads(native_calls):
+    """Enough planes for several tasks and threads (the split depends on the sizes)."""
+    x = torch.randn(3, 16, 40, 33)
+    y = torch.randn(3, 4, 16, 40, 33)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        for pattern in vmamba_ops.PATTERNS:
+            assert torch.equal(vmamba_ops.cross_scan(x, pattern), cross_scan_ref(x, pattern))
+            torch.testing.assert_close(
+                vmamba_ops.cross_merge(y, pattern), cross_merge_ref(y, pattern)
+            )
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_other_layouts_and_dtypes_keep_the_torch_code(native_calls):
+    x = torch.randn(2, 3, 5, 7)
+    for xi, channel_first in ((x.to(torch.bfloat16), True), (x.permute(0, 2, 3, 1), False)):
+        ys = vmamba_ops.cross_scan(xi, "cross", channel_first=channel_first)
+        assert torch.equal(ys, cross_scan_ref(xi, "cross", channel_first=channel_first))
+    assert native_calls == []
+
+
+def test_empty_batch(native_calls):
+    assert vmamba_ops.cross_scan(torch.randn(0, 3, 4, 5)).shape == (0, 4, 3, 20)
+    assert vmamba_ops.cross_merge(torch.randn(2, 4, 0, 4, 5)).shape == (2, 0, 4, 5)
