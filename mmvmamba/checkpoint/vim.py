@@ -25,7 +25,12 @@ import torch.nn.functional as F
 
 from .io import CheckpointError
 
-__all__ = ["convert_vim_checkpoint", "infer_vim_grid", "resize_vim_pos_embed"]
+__all__ = [
+    "convert_vim_checkpoint",
+    "infer_vim_grid",
+    "resize_middle_cls",
+    "resize_vim_pos_embed",
+]
 
 _CLASSIFIER_HEAD = {"head.weight": "head.fc.weight", "head.bias": "head.fc.bias"}
 
@@ -82,6 +87,19 @@ def resize_vim_pos_embed(
         raise ValueError(f"dst_grid must be positive, got {dst_grid}")
     if (src_h, src_w) == (dst_h, dst_w):
         return pos_embed
+    return resize_middle_cls(pos_embed, (src_h, src_w), (dst_h, dst_w), mode)
+
+
+def resize_middle_cls(
+    pos_embed: torch.Tensor, src_grid: tuple, dst_grid: tuple, mode: str = "bicubic"
+) -> torch.Tensor:
+    """The resize of :func:`resize_vim_pos_embed` without checks or ``int()`` on the grids.
+
+    ``dst_grid`` may hold symbolic sizes (``torch.export``): nothing here branches on its
+    value. Bicubic at equal grids (scale 1) returns ``pos_embed``'s values exactly.
+    """
+    src_h, src_w = src_grid
+    dst_h, dst_w = dst_grid
     src_cls = (src_h * src_w) // 2
     cls_pe = pos_embed[:, src_cls : src_cls + 1]
     patch_pe = torch.cat([pos_embed[:, :src_cls], pos_embed[:, src_cls + 1 :]], dim=1)

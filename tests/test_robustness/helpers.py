@@ -1,4 +1,4 @@
-"""Tiny VMamba models, configs and data shared by the robustness tests."""
+"""Tiny VMamba and Vim models, configs and data shared by the robustness tests."""
 
 from __future__ import annotations
 
@@ -69,6 +69,50 @@ def classifier_cfg(num_classes: int = 3) -> dict:
             type="ClsDataPreprocessor", mean=[127.5] * 3, std=[64.0] * 3, to_rgb=False
         ),
     )
+
+
+TINY_VIM_ARCH = dict(embed_dims=16, num_layers=2, patch_size=4, d_state=2)
+"""A 2-layer Vim with 16 channels and 4x4 patches: about 6k parameters, milliseconds per step."""
+
+TINY_VIM_IMG = 16
+"""The ``img_size`` of :func:`tiny_vim`: ``pos_embed`` is stored for its 4x4 patch grid."""
+
+
+def tiny_vim(**kwargs):
+    """The tiny Vim backbone (``TINY_VIM_ARCH``, ``img_size=16``), seeded, in eval mode;
+    ``kwargs`` go to ``Vim``."""
+    from mmvmamba.models.backbones.vim import Vim
+
+    torch.manual_seed(0)
+    kwargs.setdefault("img_size", TINY_VIM_IMG)
+    return Vim(arch=dict(TINY_VIM_ARCH), **kwargs).eval()
+
+
+def tiny_vim_classifier(num_classes: int = 3):
+    """mmpretrain ImageClassifier: tiny Vim (class token) + linear head, as the Vim configs
+    (no neck), eval mode."""
+    from mmpretrain.registry import MODELS
+
+    import mmvmamba  # noqa: F401
+
+    torch.manual_seed(0)
+    model = MODELS.build(
+        dict(
+            type="ImageClassifier",
+            backbone=dict(
+                type="Vim", arch=dict(TINY_VIM_ARCH), img_size=TINY_VIM_IMG, out_type="cls_token"
+            ),
+            neck=None,
+            head=dict(
+                type="LinearClsHead",
+                num_classes=num_classes,
+                in_channels=TINY_VIM_ARCH["embed_dims"],
+                loss=dict(type="CrossEntropyLoss"),
+            ),
+        )
+    )
+    model.init_weights()
+    return model.eval()
 
 
 def write_tiny_config(

@@ -42,7 +42,12 @@ import torch.utils.checkpoint as cp
 from torch import nn
 
 from mmvmamba.checkpoint.io import load_checkpoint_file, load_state_dict_checked
-from mmvmamba.checkpoint.vim import convert_vim_checkpoint, infer_vim_grid, resize_vim_pos_embed
+from mmvmamba.checkpoint.vim import (
+    convert_vim_checkpoint,
+    infer_vim_grid,
+    resize_middle_cls,
+    resize_vim_pos_embed,
+)
 from mmvmamba.models.layers.bimamba import BiMambaV2
 from mmvmamba.models.layers.drop_path import DropPath
 from mmvmamba.models.layers.rms_norm import RMSNorm
@@ -359,11 +364,20 @@ class Vim(BaseBackbone):
         Resized from the stored grid (bicubic, class slot kept in the middle) when needed. The
         resized tensor is cached per grid while no gradient is recorded (inference); with
         autograd on it is recomputed so that gradients reach ``pos_embed``.
+
+        Under ``torch.export`` the grid may be symbolic: the resize is traced for any grid (no
+        ``int()``, no comparison with the stored grid, no cache), so the exported graph keeps
+        H and W dynamic. Under ``torch.compile`` nothing is cached either (the cache key holds
+        a data pointer, which dynamo cannot trace). The values are the same in all cases.
         """
+        if torch.compiler.is_exporting():
+            return resize_middle_cls(self.pos_embed, self.patch_grid, grid)
         grid = (int(grid[0]), int(grid[1]))
         if grid == self.patch_grid:
             return self.pos_embed
-        if torch.is_grad_enabled() and self.pos_embed.requires_grad:
+        if torch.compiler.is_compiling() or (
+            torch.is_grad_enabled() and self.pos_embed.requires_grad
+        ):
             return resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
         key = (
             grid,
@@ -386,6 +400,16 @@ class Vim(BaseBackbone):
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
             raise ValueError(f"Vim expects images of shape (B, C, H, W), got {shape}")
+        if x.shape[0] == 0:
+            raise ValueError(
+                f"Vim got an empty batch (batch size 0, shape {tuple(x.shape)}); "
+                "pass at least one image"
+            )
+        if not x.is_floating_point():
+            raise TypeError(
+                f"Vim expects a floating-point input, got dtype {x.dtype}; "
+                "convert with x.float() (and normalise it)"
+            )
         if x.shape[1] != self.in_channels:
             raise ValueError(
                 f"Vim was built for in_channels={self.in_channels} but the input has "
