@@ -34,6 +34,13 @@ static inline void *pool_worker(void *arg) {
   return NULL;
 }
 
+/* Threads worth starting for `work` element-steps: starting and joining a thread costs tens of
+ * microseconds, so small calls run on the caller's thread alone. */
+static inline int threads_for(int64_t work, int n_threads) {
+  const int64_t useful = work / 131072 > 0 ? work / 131072 : 1;
+  return (int)(useful < n_threads ? useful : n_threads);
+}
+
 /* Runs fn on every task with up to n_threads threads (the caller is one of them).
  * Returns 0, or -1 when scratch memory could not be allocated. */
 static inline int run_parallel(task_fn fn, void *ctx, int64_t n_tasks, size_t scratch_bytes,

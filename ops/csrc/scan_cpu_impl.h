@@ -118,7 +118,8 @@ int SFX(vmamba_scan_fwd)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_
   const int64_t nblk = (dg + WIDTH - 1) / WIDTH;
   const size_t scratch =
       (size_t)(2 * WIDTH * N * CHUNK + WIDTH * CHUNK + WIDTH * N) * sizeof(REAL);
-  return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch, n_threads);
+  return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch,
+                      threads_for(batch * G * dg * N * L, n_threads));
 }
 
 /* Gradients of one block of w channels (row0 = first row, prow0 = first parameter row).
@@ -250,5 +251,6 @@ int SFX(vmamba_scan_bwd)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_
   const size_t scratch = (size_t)(3 * WIDTH * N * CHUNK + WIDTH * CHUNK + 2 * WIDTH * N +
                                   WIDTH * N * n_chunks) *
                          sizeof(REAL);
-  return run_parallel(SFX(bwd_task), &p, batch * G * S, scratch, n_threads);
+  return run_parallel(SFX(bwd_task), &p, batch * G * S, scratch,
+                      threads_for(3 * batch * G * dg * N * L, n_threads));
 }

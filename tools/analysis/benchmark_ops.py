@@ -50,7 +50,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--ref-max-steps",
         type=int,
-        default=3136 * 8,
+        default=3136,
         help="skip the reference when batch * L exceeds this (it takes minutes)",
     )
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
