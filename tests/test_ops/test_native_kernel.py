@@ -92,3 +92,28 @@ def test_nan_in_the_input_reaches_the_output(monkeypatch):
     y = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
     assert torch.isnan(y[0, 3, 10:]).all() and torch.isfinite(y[0, 3, :10]).all()
     assert torch.isfinite(y[0, :3]).all() and torch.isfinite(y[0, 4:]).all()
+
+
+def test_threads_split_the_work_without_changing_the_result(monkeypatch):
+    """Three threads (channel blocks and dB/dC slices spread over them) give what one thread
+    gives in float64, forward and every gradient; big enough that every thread gets work."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    inp = make_inputs(2, 72, 1100, 2, 4, with_z=True)
+    ref_in = {k: (v.detach().double().requires_grad_() if v is not None else None)
+              for k, v in inp.items()}  # fmt: skip
+    kw = dict(delta_softplus=True, return_last_state=True, backend="cpu")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        out = vmamba_ops.selective_scan(*args_of(inp), **kw)
+        g = grads(out, inp)
+        torch.set_num_threads(1)
+        out_ref = vmamba_ops.selective_scan(*args_of(ref_in), **kw)
+        g_ref = grads(out_ref, ref_in)
+    finally:
+        torch.set_num_threads(threads)
+    for got, want, name in [(out[0], out_ref[0], "y"), (out[1], out_ref[1], "last")]:
+        assert_close_rel(got, want.detach().float(), 1e-5, 1e-5, name)
+    for name in g:
+        top = float(g_ref[name].abs().max())
+        assert_close_rel(g[name], g_ref[name].float(), 2e-5, 2e-6 * top, f"d{name}")
