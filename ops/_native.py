@@ -105,10 +105,12 @@ def _build(cc: str) -> Path:
         return lib
     out_dir.mkdir(parents=True, exist_ok=True)
     errors = []
-    for arch in (["-march=native"], []):  # -march=native may be refused (some clang / arm)
+    # -march=native may be refused (some clang / arm); -fopenmp needs an OpenMP runtime (the
+    # kernels then share torch's libgomp threads, see csrc/pool.h), else pthreads are used
+    for extra in (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], []):
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=out_dir)
         os.close(fd)
-        cmd = [cc, *_FLAGS, *arch, *map(str, sources), "-o", tmp, "-lm"]
+        cmd = [cc, *_FLAGS, *extra, *map(str, sources), "-o", tmp, "-lm"]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode == 0:
             os.replace(tmp, lib)  # atomic: a concurrent process sees no half-written library

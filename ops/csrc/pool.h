@@ -1,5 +1,8 @@
-/* A minimal fork-join thread pool on pthreads (no OpenMP runtime: it would be a second one beside
- * torch's and its spinning threads would compete with torch's on small machines). */
+/* Fork-join over tasks. Built with -fopenmp, it runs on OpenMP: PyTorch's CPU wheels ship their
+ * own libgomp.so.1, and a library asking for that soname gets the copy torch already loaded, so
+ * these kernels use torch's worker threads instead of starting their own (own threads would
+ * compete with torch's, which spin for a while after each parallel region: on 2 cores that made
+ * the kernels slower with 2 threads than with 1). Without OpenMP it falls back to pthreads. */
 #ifndef VMAMBA_POOL_H
 #define VMAMBA_POOL_H
 #include <pthread.h>
@@ -44,10 +47,19 @@ static inline int threads_for(int64_t work, int n_threads) {
 /* Runs fn on every task with up to n_threads threads (the caller is one of them).
  * Returns 0, or -1 when scratch memory could not be allocated. */
 static inline int run_parallel(task_fn fn, void *ctx, int64_t n_tasks, size_t scratch_bytes,
-                        int n_threads) {
+                               int n_threads) {
   pool_t p = {fn, ctx, n_tasks, 0, scratch_bytes, 0};
   if (n_threads > n_tasks) n_threads = (int)n_tasks;
   if (n_threads < 1) n_threads = 1;
+#ifdef _OPENMP
+  if (n_threads > 1) {
+#pragma omp parallel num_threads(n_threads)
+    pool_worker(&p);
+  } else {
+    pool_worker(&p);
+  }
+  return p.failed ? -1 : 0;
+#endif
   pthread_t th[256];
   if (n_threads > 256) n_threads = 256;
   int started = 0;
