@@ -274,6 +274,46 @@ def scan_ablation(spec: str, size: int, settings: BenchSettings) -> dict:
     )
 
 
+def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettings) -> dict:
+    """Inference img/s of two models timed in one process in alternating blocks of repeats.
+
+    The sweep times each model in its own process one after the other, so a change of load on
+    a shared machine between the two skews their ratio; here both see the same conditions
+    (blocks a, b, a, b, a, b). Returns both medians and ``ratio`` = img/s of a over b.
+    """
+    from dataclasses import replace
+
+    quick = replace(settings, train=False, memory=False)
+    if quick.threads is not None and quick.device == "cpu":
+        torch.set_num_threads(int(quick.threads))
+    device = torch.device(quick.device)
+    x = torch.randn(quick.batch, 3, size, size, device=device)
+    models = [build_benchmark_model(spec, size).to(device).eval() for spec in (spec_a, spec_b)]
+
+    def forward(model):
+        def run():
+            with torch.no_grad(), _autocast(quick):
+                model(x)
+
+        return run
+
+    times: list[list[float]] = [[], []]
+    for _ in range(3):
+        for i, model in enumerate(models):
+            times[i] += _time(forward(model), quick)
+    t_a, t_b = statistics.median(times[0]), statistics.median(times[1])
+    return dict(
+        model_a=spec_a,
+        model_b=spec_b,
+        size=size,
+        batch=quick.batch,
+        threads=torch.get_num_threads(),
+        img_s_a=quick.batch / t_a,
+        img_s_b=quick.batch / t_b,
+        ratio=t_b / t_a,
+    )
+
+
 def _worker(payload: str) -> None:
     args = json.loads(payload)
     row = measure(args["spec"], args["size"], BenchSettings(**args["settings"]), args["scan"])

@@ -67,25 +67,33 @@ def test_benchmark_tool_small_sweep(tmp_path):
 
 
 def test_throughput_targets_only_at_their_sizes():
-    """The Swin-T throughput targets (1.0x at 224, 1.5x at 768) are each printed once, only when
-    their size was measured, and name that size; other sizes get no throughput target."""
+    """The Swin-T throughput targets (1.0x at 224, 1.5x at 768) are each printed once per
+    side-by-side measurement, name their size, and judge the measured ratio."""
     targets = load_tool("benchmark")._targets
 
     def img_s_lines(*sizes):
         # VMamba-T at 6 img/s, Swin-T at 5: 1.2x at every size
-        rows = [
-            dict(model=model, size=size, img_s=img_s)
-            for size in sizes
-            for model, img_s in (("vmamba-t", 6.0), ("swin-t", 5.0))
-        ]
-        return [line for line in targets(rows, []) if "img/s" in line]
+        paired = [dict(size=size, img_s_a=6.0, img_s_b=5.0, ratio=1.2) for size in sizes]
+        return [line for line in targets([], [], paired) if "img/s" in line]
 
-    at_224 = "VMamba-T img/s at 224: 6 vs Swin-T 5 = 1.20x (target >= 1.0x): MET"
-    at_768 = "VMamba-T img/s at 768: 6 vs Swin-T 5 = 1.20x (target >= 1.5x): MISSED"
+    at_224 = (
+        "VMamba-T img/s at 224: 6 vs Swin-T 5 = 1.20x, timed side by side (target >= 1.0x): MET"
+    )
+    at_768 = (
+        "VMamba-T img/s at 768: 6 vs Swin-T 5 = 1.20x, timed side by side (target >= 1.5x): MISSED"
+    )
     assert img_s_lines(224) == [at_224]
     assert img_s_lines(768) == [at_768]
-    assert img_s_lines(224, 384, 768) == [at_224, at_768]
-    assert img_s_lines(64) == [] and img_s_lines(64, 512) == []
+    assert img_s_lines(224, 768) == [at_224, at_768]
+    assert img_s_lines() == []
+
+
+def test_paired_throughput_times_both_models():
+    from mmvmamba.analysis.benchmark import paired_throughput
+
+    row = paired_throughput("vmamba-t", "swin-t", 32, BenchSettings(warmup=0, repeats=1, threads=1))
+    assert row["img_s_a"] > 0 and row["img_s_b"] > 0 and row["threads"] == 1
+    assert row["ratio"] == pytest.approx(row["img_s_a"] / row["img_s_b"])
 
 
 def test_identity_ablation_refuses_models_without_ss2d(tmp_path):
