@@ -63,43 +63,18 @@ model = dict(
 # Layer-wise lr decay as BEiT/the official Vim seg code (mmseg's LayerDecayOptimizerConstructor
 # only knows BEiT/MAE/ConvNeXt class names): embeddings get rate**(L + 1), block i rate**(L - i),
 # neck and heads 1. No weight decay on 1-D parameters (norms, D, biases), pos_embed, cls_token.
-_block_1d = (
-    "norm.",
-    "mixer.D",
-    "mixer.conv1d.bias",
-    "mixer.conv1d_b.bias",
-    "mixer.dt_proj.bias",
-    "mixer.dt_proj_b.bias",
-)
-_layer_keys = {
-    f"backbone.layers.{i}.": dict(lr_mult=layer_decay_rate ** (num_layers - i))
-    for i in range(num_layers)
-}
-_layer_keys.update(
-    {
-        f"backbone.layers.{i}.{name}": dict(
-            lr_mult=layer_decay_rate ** (num_layers - i), decay_mult=0.0
-        )
-        for i in range(num_layers)
-        for name in _block_1d
-    }
-)
-_layer_keys.update(
-    {
-        "backbone.patch_embed.proj.weight": dict(lr_mult=layer_decay_rate ** (num_layers + 1)),
-        "backbone.patch_embed.proj.bias": dict(
-            lr_mult=layer_decay_rate ** (num_layers + 1), decay_mult=0.0
-        ),
-        "backbone.pos_embed": dict(lr_mult=layer_decay_rate ** (num_layers + 1), decay_mult=0.0),
-        "backbone.cls_token": dict(lr_mult=layer_decay_rate ** (num_layers + 1), decay_mult=0.0),
-    }
-)
+# The rule lives in mmvmamba.engine.VimLayerDecayOptimizerConstructor.
 optim_wrapper = dict(
     _delete_=True,
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=2e-4, betas=(0.9, 0.999), weight_decay=0.1),
+    constructor="VimLayerDecayOptimizerConstructor",
     paramwise_cfg=dict(
-        norm_decay_mult=0.0, bias_decay_mult=0.0, flat_decay_mult=0.0, custom_keys=_layer_keys
+        num_layers=num_layers,
+        layer_decay_rate=layer_decay_rate,
+        norm_decay_mult=0.0,
+        bias_decay_mult=0.0,
+        flat_decay_mult=0.0,
     ),
 )
 param_scheduler = [

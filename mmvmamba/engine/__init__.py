@@ -10,6 +10,7 @@ from .launch import (
     detect_task,
     setup_distributed,
 )
+from .layer_decay import VimLayerDecayOptimizerConstructor, vim_layer_decay_keys
 from .nan_detect import NaNDetectHook, NonFiniteError
 
 __all__ = [
@@ -25,4 +26,6 @@ __all__ = [
     "config_errors",
     "detect_task",
     "setup_distributed",
+    "VimLayerDecayOptimizerConstructor",
+    "vim_layer_decay_keys",
 ]

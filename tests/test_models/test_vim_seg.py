@@ -71,17 +71,22 @@ def test_config_contents(path, dims):
     assert bb.init_cfg.type == "Pretrained" and "midclstok" in bb.init_cfg.checkpoint
 
 
-def test_full_tiny_model_builds_with_layer_decay_groups():
+@pytest.mark.parametrize(
+    "config, base_lr, rate, wd",
+    [("tiny", 2e-4, 0.92, 0.1), ("small", 1e-4, 0.95, 0.05)],
+)
+def test_full_model_builds_with_layer_decay_groups(config, base_lr, rate, wd):
     from mmengine.optim import build_optim_wrapper
 
-    cfg = Config.fromfile(str(TINY_CFG))
+    cfg = Config.fromfile(str({"tiny": TINY_CFG, "small": SMALL_CFG}[config]))
     cfg.model.backbone.init_cfg = None
     for head in ("neck", "decode_head", "auxiliary_head"):
         cfg.model[head].norm_cfg = BN
     model = _build(cfg.model)
     assert type(model.backbone).__name__ == "Vim" and model.backbone.patch_grid == (32, 32)
-    n_backbone = sum(p.numel() for p in model.backbone.parameters())
-    assert n_backbone == 7_148_008 - 193_000 + 192 * (32 * 32 - 14 * 14)  # no head, 32x32 grid
+    if config == "tiny":
+        n_backbone = sum(p.numel() for p in model.backbone.parameters())
+        assert n_backbone == 7_148_008 - 193_000 + 192 * (32 * 32 - 14 * 14)  # no head, 32x32
 
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     groups = {}
@@ -89,15 +94,26 @@ def test_full_tiny_model_builds_with_layer_decay_groups():
     for group in wrapper.optimizer.param_groups:
         for p in group["params"]:
             groups[names[id(p)]] = (group["lr"], group["weight_decay"])
-    base_lr, rate = 2e-4, 0.92
-    assert groups["backbone.layers.23.mixer.in_proj.weight"] == pytest.approx((base_lr * rate, 0.1))
-    assert groups["backbone.layers.0.mixer.A_log"] == pytest.approx((base_lr * rate**24, 0.1))
+    assert groups["backbone.layers.23.mixer.in_proj.weight"] == pytest.approx((base_lr * rate, wd))
+    assert groups["backbone.layers.0.mixer.A_log"] == pytest.approx((base_lr * rate**24, wd))
     assert groups["backbone.layers.0.mixer.D_b"] == pytest.approx((base_lr * rate**24, 0.0))
+    assert groups["backbone.layers.0.mixer.dt_proj_b.bias"] == pytest.approx(
+        (base_lr * rate**24, 0.0)
+    )
     assert groups["backbone.layers.10.norm.weight"] == pytest.approx((base_lr * rate**14, 0.0))
-    assert groups["backbone.patch_embed.proj.weight"] == pytest.approx((base_lr * rate**25, 0.1))
+    assert groups["backbone.patch_embed.proj.weight"] == pytest.approx((base_lr * rate**25, wd))
     assert groups["backbone.pos_embed"] == pytest.approx((base_lr * rate**25, 0.0))
+    assert groups["backbone.cls_token"] == pytest.approx((base_lr * rate**25, 0.0))
     assert groups["backbone.norm_f.weight"] == pytest.approx((base_lr, 0.0))
-    assert groups["decode_head.conv_seg.weight"] == pytest.approx((base_lr, 0.1))
+    assert groups["decode_head.conv_seg.weight"] == pytest.approx((base_lr, wd))
+
+
+def test_layer_decay_constructor_names_missing_settings():
+    from mmvmamba.engine import VimLayerDecayOptimizerConstructor
+
+    with pytest.raises(KeyError, match="layer_decay_rate"):
+        VimLayerDecayOptimizerConstructor(dict(optimizer=dict(type="AdamW", lr=1e-3)),
+                                          dict(num_layers=24))  # fmt: skip
 
 
 def _batch(num: int = 2, size: int = 64, num_classes: int = 5):
