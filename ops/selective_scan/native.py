@@ -89,11 +89,12 @@ def selective_scan_bwd(
     """
     ct, (b, g, dg, n, length), sfx, ins = _common(u, delta, delta_bias, A, B, C, D)
     dim = g * dg
-    dyc = dy.to(ct)
+    dy_c = dy.to(ct)
+    dyc = dy_c
     if z is not None:
         zc = z.to(ct)
         sig_z = torch.sigmoid(zc)
-        dyc = dyc * zc * sig_z  # the gradient reaching y before the gate
+        dyc = dy_c * zc * sig_z  # the gradient reaching y before the gate
     dyc = dyc.contiguous()
     dlast_c = dlast.to(ct).contiguous() if dlast is not None else None
     # partial dB / dC sums: S slices of channel blocks per (batch, group), summed below
@@ -117,7 +118,7 @@ def selective_scan_bwd(
             raise MemoryError("selective_scan (CPU kernel): out of memory for scratch buffers")
     dz = None
     if z is not None:  # d silu(z) / dz = s (1 + z (1 - s))
-        dz = dy.to(ct) * y0 * sig_z * (1 + zc * (1 - sig_z))
+        dz = dy_c * y0 * sig_z * (1 + zc * (1 - sig_z))
     return (
         du.to(u.dtype),
         ddelta.to(delta.dtype),
