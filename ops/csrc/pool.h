@@ -40,7 +40,7 @@ static inline void *pool_worker(void *arg) {
 /* Threads worth starting for `work` element-steps: starting and joining a thread costs tens of
  * microseconds, so small calls run on the caller's thread alone. */
 static inline int threads_for(int64_t work, int n_threads) {
-  const int64_t useful = work / 131072 > 0 ? work / 131072 : 1;
+  const int64_t useful = work / 32768 > 0 ? work / 32768 : 1;
   return (int)(useful < n_threads ? useful : n_threads);
 }
 

@@ -19,12 +19,31 @@ from .._native import I64, INT, PTR, function, ptr
 _WIDTH = 8  # channels per block in the C kernel (WIDTH in scan_cpu.c)
 
 
+_kernels: dict[str, object] = {}  # ctypes functions by name, declared once
+
+
+def _kernel(name: str, argtypes: list):
+    fn = _kernels.get(name)
+    if fn is None:
+        fn = _kernels[name] = function(name, argtypes)
+    return fn
+
+
 def _fwd(sfx: str):
-    return function(f"vmamba_scan_fwd_{sfx}", [I64] * 5 + [INT] + [PTR] * 9 + [INT])
+    return _kernel(f"vmamba_scan_fwd_{sfx}", [I64] * 5 + [INT] + [PTR] * 9 + [INT])
 
 
 def _bwd(sfx: str):
-    return function(f"vmamba_scan_bwd_{sfx}", [I64] * 6 + [INT] + [PTR] * 17 + [INT])
+    return _kernel(f"vmamba_scan_bwd_{sfx}", [I64] * 6 + [INT] + [PTR] * 17 + [INT])
+
+
+def _as(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """``t`` as a contiguous tensor of ``dtype`` (no call at all when it already is one)."""
+    if t is None:
+        return None
+    if t.dtype != dtype:
+        t = t.to(dtype)
+    return t if t.is_contiguous() else t.contiguous()
 
 
 def _common(u, delta, delta_bias, A, B, C, D):
@@ -34,7 +53,7 @@ def _common(u, delta, delta_bias, A, B, C, D):
     g, n = B.shape[1], A.shape[1]
     sfx = "f64" if ct == torch.float64 else "f32"
     ins = (u, delta, delta_bias, A, B, C, D)
-    cast = [t.to(ct).contiguous() if t is not None else None for t in ins]
+    cast = [_as(t, ct) for t in ins]
     return ct, (b, g, dim // g, n, length), sfx, cast
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,8 @@ def test_quick_run_writes_csv_and_png(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("benchmark_ops", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    rows = module.main(["--quick", "--out-dir", str(tmp_path)])
+    # 'system' only: the caching setting would change this test process's malloc for good
+    rows = module.main(["--quick", "--allocator", "system", "--out-dir", str(tmp_path)])
     assert (tmp_path / "benchmark_ops.png").stat().st_size > 0
     with open(tmp_path / "benchmark_ops.csv") as f:
         on_disk = list(csv.DictReader(f))
@@ -28,4 +31,22 @@ def test_quick_run_writes_csv_and_png(tmp_path, capsys):
         assert module.fwd_traffic_bytes(1, r["dim"], r["L"]) == 4 * (3 * r["dim"] + 8) * r["L"]
     out = capsys.readouterr().out
     assert "copy bandwidth" in out and "fwd_over_floor" in out
-    assert "cpu forward / memory-traffic floor: worst" in out
+    assert "cpu forward / memory-traffic floor, system malloc" in out
+    assert "into a new one (clone)" in out
+
+
+def test_both_allocators_run_the_fast_path_twice(tmp_path):
+    pytest.importorskip("matplotlib")
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--backends", "cpu", "--out-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    with open(tmp_path / "benchmark_ops.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["allocator"], r["backend"]) for r in rows] == [("system", "cpu")] * 2 + [
+        ("caching", "cpu")
+    ] * 2
+    assert "floor, caching malloc" in res.stdout and "floor, system malloc" in res.stdout
