@@ -34,6 +34,7 @@ from torch import Tensor, nn
 
 from vmamba_ops import cross_merge, cross_scan, selective_scan
 
+from .cpu_fusion import conv_act, fusion_applies, linear_add
 from .linear import Linear2d, grouped_linear
 from .norm import LayerNorm2d
 
@@ -226,8 +227,12 @@ class SS2D(nn.Module):
             self.dt_projs_weight.uniform_().mul_(0.1)
             self.dt_projs_bias.uniform_().mul_(0.1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """(B, d_model, H, W) -> (B, d_model, H, W)."""
+    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
+        """(B, d_model, H, W) -> (B, d_model, H, W); ``residual + output`` if one is given.
+
+        On CPU inference the depthwise conv's activation and the residual add run inside the
+        conv / out_proj (:mod:`~mmvmamba.models.layers.cpu_fusion`); same numbers.
+        """
         if x.dim() != 4 or x.shape[1] != self.d_model:
             raise ValueError(
                 f"SS2D expects a (B, {self.d_model}, H, W) tensor, got shape {tuple(x.shape)}"
@@ -236,14 +241,29 @@ class SS2D(nn.Module):
         if self.gated:
             x, z = x.chunk(2, dim=1)
             z = self.act(z)
-        if self.conv2d is not None:
-            x = self.conv2d(x)
-        x = self.act(x)
+        fused = None
+        if self.conv2d is not None and fusion_applies(x, self.conv2d, self.act):
+            fused = conv_act(x, self.conv2d, self.act)
+        if fused is not None:
+            x = fused
+        else:
+            if self.conv2d is not None:
+                x = self.conv2d(x)
+            x = self.act(x)
         y = self._core_cascade(x) if self.scan == "cascade" else self._core_routes(x)
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
             y = y * z
-        return self.dropout(self.out_proj(y))
+        if (
+            residual is not None
+            and isinstance(self.dropout, nn.Identity)
+            and y.is_contiguous(memory_format=torch.channels_last)
+            and fusion_applies(y, self.out_proj)
+        ):
+            out = linear_add(y.permute(0, 2, 3, 1), self.out_proj, residual.permute(0, 2, 3, 1))
+            return out.permute(0, 3, 1, 2)
+        out = self.dropout(self.out_proj(y))
+        return out if residual is None else residual + out
 
     # ---------------------------------------------------------------------------------------
     def _ssm_params(self, routes: slice, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
