@@ -2,7 +2,8 @@
 
 Public API:
     selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                   return_last_state=False, backend='auto')
+                   return_last_state=False, backend='auto', delta_proj=None)
+    low_rank_delta(delta, delta_proj)  the full delta of low-rank factors (delta_proj given)
     selective_scan_ref(...)          sequential reference, same signature minus `backend`
     cross_scan(x, pattern='cross', channel_first=True, backend='auto')
     cross_merge(y, pattern='cross', channel_first=True, backend='auto')
@@ -30,6 +31,7 @@ from .cross_scan.interface import (
 from .cross_scan.naive import K_OF_PATTERN, PATTERNS
 from .selective_scan.interface import (
     FLOP_HANDLES,
+    low_rank_delta,
     selective_scan,
     selective_scan_flop_handle,
     selective_scan_flops,
@@ -45,6 +47,7 @@ __all__ = [
     "cross_merge",
     "cross_scan",
     "from_segments",
+    "low_rank_delta",
     "segment_length",
     "selective_scan",
     "selective_scan_flop_handle",

@@ -41,7 +41,7 @@ _FLAGS = (
     "-pthread",
     "-std=gnu11",
 )
-_ABI_VERSION = 1
+_ABI_VERSION = 2
 _MODES = ("auto", "native", "torch")
 
 _lock = threading.Lock()

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 import torch
 from torch import Tensor, nn
 
+from vmamba_ops import low_rank_delta
+
 __all__ = ["capture_scan_inputs", "identity_scan", "patch_selective_scan", "ss2d_layers"]
 
 # modules that call the scan through a module-level ``selective_scan`` name
@@ -28,6 +30,9 @@ _CALLERS = ("mmvmamba.models.layers.ss2d",)
 @contextlib.contextmanager
 def patch_selective_scan(wrapper: Callable[[Callable], Callable]) -> Iterator[list[int]]:
     """Replace ``selective_scan`` in the SS2D module by ``wrapper(original)`` for the block.
+
+    The replacement is always called with the full ``delta`` (B, K*Di, L): SS2D's low-rank
+    form (``delta_proj=``) is expanded first.
 
     Yields a one-element list counting the calls of the replacement, so callers can check the
     patch was actually used (a model that never calls it raises nothing by itself).
@@ -41,6 +46,11 @@ def patch_selective_scan(wrapper: Callable[[Callable], Callable]) -> Iterator[li
 
         def counted(*args, _fn=replacement, **kwargs):
             calls[0] += 1
+            proj = kwargs.pop("delta_proj", None)
+            if proj is not None and len(args) > 1:  # replacements see the full delta
+                args = (args[0], low_rank_delta(args[1], proj), *args[2:])
+            elif proj is not None:
+                kwargs["delta"] = low_rank_delta(kwargs["delta"], proj)
             return _fn(*args, **kwargs)
 
         saved.append((module, original))

@@ -49,4 +49,4 @@
 #undef SFX
 
 /* lets the loader check that it talks to the library it compiled */
-int vmamba_ops_abi_version(void) { return 1; }
+int vmamba_ops_abi_version(void) { return 2; }

@@ -7,6 +7,10 @@ typedef struct {
   int softplus;
   const REAL *u, *delta, *bias, *A, *B, *C, *D, *dy, *dlast;
   REAL *y, *last, *du, *ddelta, *dA, *dBp, *dCp, *dD, *dbias;
+  /* low-rank delta (forward only): delta[row][t] = sum_r dt_w[prow][r] dt_low[bg][r][t], with
+   * dt_low's group bg starting at bg * lr_stride and its R rows L apart; NULL: delta is given */
+  const REAL *dt_low, *dt_w;
+  int64_t R, lr_stride;
 } SFX(args);
 
 /* For the w channels from row0 and steps [t0, t0 + tl): dtb[c][t] = dt,
@@ -16,14 +20,37 @@ static inline void SFX(prepare)(const SFX(args) * p, REAL *restrict dtb, REAL *r
                                 int tl, int64_t bg) {
   const int64_t N = p->N, L = p->L;
   for (int c = 0; c < w; ++c) {
-    const REAL *restrict dr = p->delta + (row0 + c) * L + t0;
     const REAL *restrict ur = p->u + (row0 + c) * L + t0;
     const REAL bias = p->bias ? p->bias[prow0 + c] : (REAL)0;
     REAL *restrict dtr = dtb + c * CHUNK;
-    if (p->softplus) {
-      for (int t = 0; t < tl; ++t) dtr[t] = SOFTPLUS(dr[t] + bias);
+    if (p->dt_w) { /* delta from its low-rank factors, then as below on dtr itself */
+      const REAL *restrict wr = p->dt_w + (prow0 + c) * p->R;
+      const REAL *restrict low = p->dt_low + bg * p->lr_stride + t0;
+      const int64_t R = p->R;
+      int64_t r = 0;
+      for (int t = 0; t < tl; ++t) dtr[t] = bias;
+      for (; r + 4 <= R; r += 4) { /* four rows per pass over dtr */
+        const REAL w0 = wr[r], w1 = wr[r + 1], w2 = wr[r + 2], w3 = wr[r + 3];
+        const REAL *restrict l0 = low + r * L, *restrict l1 = l0 + L;
+        const REAL *restrict l2 = l1 + L, *restrict l3 = l2 + L;
+        for (int t = 0; t < tl; ++t)
+          dtr[t] += (w0 * l0[t] + w1 * l1[t]) + (w2 * l2[t] + w3 * l3[t]);
+      }
+      for (; r < R; ++r) {
+        const REAL wv = wr[r];
+        const REAL *restrict lr = low + r * L;
+        for (int t = 0; t < tl; ++t) dtr[t] += wv * lr[t];
+      }
+      if (p->softplus) {
+        for (int t = 0; t < tl; ++t) dtr[t] = SOFTPLUS(dtr[t]);
+      }
     } else {
-      for (int t = 0; t < tl; ++t) dtr[t] = dr[t] + bias;
+      const REAL *restrict dr = p->delta + (row0 + c) * L + t0;
+      if (p->softplus) {
+        for (int t = 0; t < tl; ++t) dtr[t] = SOFTPLUS(dr[t] + bias);
+      } else {
+        for (int t = 0; t < tl; ++t) dtr[t] = dr[t] + bias;
+      }
     }
     for (int64_t n = 0; n < N; ++n) {
       const REAL An = p->A[(prow0 + c) * N + n];
@@ -120,6 +147,23 @@ int SFX(vmamba_scan_fwd)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_
       (size_t)(2 * WIDTH * N * CHUNK + WIDTH * CHUNK + WIDTH * N) * sizeof(REAL);
   return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch,
                       threads_for(batch * G * dg * N * L, n_threads));
+}
+
+/* The forward with delta given by its low-rank factors (see SFX(args)): dt_low (batch * G, R, L)
+ * with group stride lr_stride, dt_w (G * dg, R). Saves writing and reading a (rows, L) delta. */
+int SFX(vmamba_scan_fwd_lowrank)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_t L,
+                                 int64_t R, int64_t lr_stride, int softplus, const REAL *u,
+                                 const REAL *dt_low, const REAL *dt_w, const REAL *bias,
+                                 const REAL *A, const REAL *B, const REAL *C, const REAL *D,
+                                 REAL *y, REAL *last, int n_threads) {
+  SFX(args) p = {batch, G,    dg,   N,    L,    1,    softplus, u,    NULL, bias, A, B,
+                 C,     D,    NULL, NULL, y,    last, NULL,     NULL, NULL, NULL, NULL, NULL,
+                 NULL,  dt_low, dt_w, R,  lr_stride};
+  const int64_t nblk = (dg + WIDTH - 1) / WIDTH;
+  const size_t scratch =
+      (size_t)(2 * WIDTH * N * CHUNK + WIDTH * CHUNK + WIDTH * N) * sizeof(REAL);
+  return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch,
+                      threads_for(batch * G * dg * (N + R) * L, n_threads));
 }
 
 /* Gradients of one block of w channels (row0 = first row, prow0 = first parameter row).

@@ -33,6 +33,10 @@ def _fwd(sfx: str):
     return _kernel(f"vmamba_scan_fwd_{sfx}", [I64] * 5 + [INT] + [PTR] * 9 + [INT])
 
 
+def _fwd_lowrank(sfx: str):
+    return _kernel(f"vmamba_scan_fwd_lowrank_{sfx}", [I64] * 7 + [INT] + [PTR] * 10 + [INT])
+
+
 def _bwd(sfx: str):
     return _kernel(f"vmamba_scan_bwd_{sfx}", [I64] * 6 + [INT] + [PTR] * 17 + [INT])
 
@@ -79,6 +83,64 @@ def selective_scan_fwd(
     if y.numel() > 0:
         rc = _fwd(sfx)(
             b, g, dg, n, length, int(delta_softplus), *map(ptr, (*ins, y, last)),
+            torch.get_num_threads(),
+        )  # fmt: skip
+        if rc != 0:
+            raise MemoryError("selective_scan (CPU kernel): out of memory for scratch buffers")
+    if z is not None:
+        y.mul_(F.silu(z.to(ct)))
+    return y.to(u.dtype), last
+
+
+def _group_stride(low: Tensor) -> int | None:
+    """Elements between the (b * G + g)-th (R, L) blocks of ``low`` (batch, G, R, L) if its
+    layout lets the kernel read it in place (rows L apart, unit steps), else None."""
+    b, g, r, length = low.shape
+    if (length > 1 and low.stride(3) != 1) or (r > 1 and low.stride(2) != length):
+        return None
+    if g == 1:
+        return low.stride(0)
+    if b > 1 and low.stride(0) != g * low.stride(1):
+        return None
+    return low.stride(1)
+
+
+@torch.no_grad()
+def selective_scan_fwd_lowrank(
+    u: Tensor,
+    delta_low: Tensor,
+    delta_proj: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    z: Tensor | None = None,
+    delta_bias: Tensor | None = None,
+    delta_softplus: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Forward with ``delta`` given by its factors: channel d of group g uses
+    ``delta_proj[d] @ delta_low[:, g]``; the kernel forms it per chunk (no (batch, dim, L)
+    delta in memory).
+
+    Shapes: u, z (batch, dim, L); delta_low (batch, G, R, L) (a view with contiguous rows is
+    read in place, e.g. a slice of a larger projection); delta_proj (dim, R); A (dim, N);
+    B, C (batch, G, N, L); D, delta_bias (dim,).
+    """
+    ct, (b, g, dg, n, length), sfx, ins = _common(u, u, delta_bias, A, B, C, D)
+    u_c, _, bias_c, A_c, B_c, C_c, D_c = ins
+    r = delta_proj.shape[1]
+    low = delta_low if delta_low.dtype == ct else delta_low.to(ct)
+    group_stride = _group_stride(low)
+    if group_stride is None:
+        low = low.contiguous()  # the standard layout: group (b * G + g) starts at its R * L
+        group_stride = r * length
+    proj = _as(delta_proj, ct)
+    y = torch.empty(b, g * dg, length, dtype=ct)
+    last = torch.zeros(b, g * dg, n, dtype=ct)
+    if y.numel() > 0:
+        rc = _fwd_lowrank(sfx)(
+            b, g, dg, n, length, r, group_stride, int(delta_softplus),
+            *map(ptr, (u_c, low, proj, bias_c, A_c, B_c, C_c, D_c, y, last)),
             torch.get_num_threads(),
         )  # fmt: skip
         if rc != 0:
@@ -150,4 +212,4 @@ def selective_scan_bwd(
     )
 
 
-__all__ = ["selective_scan_bwd", "selective_scan_fwd"]
+__all__ = ["selective_scan_bwd", "selective_scan_fwd", "selective_scan_fwd_lowrank"]

@@ -356,8 +356,22 @@ def _shape_only_scan(
 
 
 def _shape_only_selective_scan(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False, backend="auto"
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=False,
+    backend="auto",
+    delta_proj=None,
 ):
+    import vmamba_ops
+
+    if delta_proj is not None:  # the dt projection is part of the official count
+        delta = vmamba_ops.low_rank_delta(delta, delta_proj)
     return _shape_only_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend)
 
 

@@ -290,11 +290,12 @@ class SS2D(nn.Module):
         dt_proj = self.dt_projs_weight[routes].to(xs.dtype)  # (G, Di, R)
         x_dbl = grouped_linear(xs, x_proj)  # one projection per route: (Bs, G, R+2N, Ls)
         dts, Bs, Cs = x_dbl.split([r, n, n], dim=2)
-        dts = grouped_linear(dts, dt_proj).reshape(bs, g * di, length)
         # the scan runs in float32 at least (fp16/bf16 inputs are exact in fp32), as the
         # official 'oflex' kernel does; the output is merged and normed in that precision
         ct = torch.promote_types(xs.dtype, torch.float32)
         A, D, delta_bias = self._ssm_params(routes, ct)
+        # delta = dt_proj[g] @ dts[g] (R -> Di per route), formed inside the scan op: on CPU
+        # inference the compiled kernel never writes the (Bs, G*Di, Ls) delta to memory
         ys = selective_scan(
             xs.reshape(bs, g * di, length).to(ct),
             dts.to(ct),
@@ -305,6 +306,7 @@ class SS2D(nn.Module):
             delta_bias=delta_bias,
             delta_softplus=True,
             backend=self.backend,
+            delta_proj=dt_proj.reshape(g * di, r).to(ct),
         )
         return ys.view(bs, g, di, length)
 
