@@ -145,6 +145,9 @@ static int SFX(cs_run)(task_fn fn, int64_t B, int64_t C, int64_t H, int64_t W, i
   SFX(cs_args) a = {C, H, W, n_planes, 1 + (TASK_ELEMS - 1) / L, ROUTES[pattern], in, out};
   const int64_t n_tasks = (n_planes + a.per_task - 1) / a.per_task;
   const int64_t useful = 1 + n_planes * L * K_ROUTES / THREAD_ELEMS;
+  /* scan writes K planes per input plane, merge one */
+  const int64_t out_elems = fn == SFX(scan_task) ? n_planes * L * K_ROUTES : n_planes * L;
+  prefault_large(out, (size_t)out_elems * sizeof(REAL), n_threads);
   return run_parallel(fn, &a, n_tasks, 64, (int)min64(n_threads, useful));
 }
 

@@ -145,6 +145,7 @@ int SFX(vmamba_scan_fwd)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_
   const int64_t nblk = (dg + WIDTH - 1) / WIDTH;
   const size_t scratch =
       (size_t)(2 * WIDTH * N * CHUNK + WIDTH * CHUNK + WIDTH * N) * sizeof(REAL);
+  prefault_large(y, (size_t)(batch * G * dg * L) * sizeof(REAL), n_threads);
   return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch,
                       threads_for(batch * G * dg * N * L, n_threads));
 }
@@ -162,6 +163,7 @@ int SFX(vmamba_scan_fwd_lowrank)(int64_t batch, int64_t G, int64_t dg, int64_t N
   const int64_t nblk = (dg + WIDTH - 1) / WIDTH;
   const size_t scratch =
       (size_t)(2 * WIDTH * N * CHUNK + WIDTH * CHUNK + WIDTH * N) * sizeof(REAL);
+  prefault_large(y, (size_t)(batch * G * dg * L) * sizeof(REAL), n_threads);
   return run_parallel(SFX(fwd_task), &p, batch * G * nblk, scratch,
                       threads_for(batch * G * dg * (N + R) * L, n_threads));
 }
@@ -292,6 +294,10 @@ int SFX(vmamba_scan_bwd)(int64_t batch, int64_t G, int64_t dg, int64_t N, int64_
   SFX(args) p = {batch, G,  dg,     N,  L,   S,   softplus, u,  delta, bias,  A, B,
                  C,     D,  dy,     dlast, y, NULL, du,     ddelta, dA, dBp, dCp, dD, dbias};
   const int64_t n_chunks = (L + CHUNK - 1) / CHUNK;
+  const size_t rows_bytes = (size_t)(batch * G * dg * L) * sizeof(REAL);
+  prefault_large(du, rows_bytes, n_threads);
+  prefault_large(ddelta, rows_bytes, n_threads);
+  if (y) prefault_large(y, rows_bytes, n_threads);
   const size_t scratch = (size_t)(3 * WIDTH * N * CHUNK + WIDTH * CHUNK + 2 * WIDTH * N +
                                   WIDTH * N * n_chunks) *
                          sizeof(REAL);
