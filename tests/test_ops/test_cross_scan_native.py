@@ -103,3 +103,10 @@ def test_other_layouts_and_dtypes_keep_the_torch_code(native_calls):
 def test_empty_batch(native_calls):
     assert vmamba_ops.cross_scan(torch.randn(0, 3, 4, 5)).shape == (0, 4, 3, 20)
     assert vmamba_ops.cross_merge(torch.randn(2, 4, 0, 4, 5)).shape == (2, 0, 4, 5)
+
+
+def test_outputs_over_32mb_are_prefaulted_and_exact(native_calls):
+    """Outputs from 32 MB on are prefaulted (madvise) before the kernel writes them."""
+    x = torch.randn(1, 9, 512, 512)  # scan output 4 * 9 * 512 * 512 floats = 37.7 MB
+    assert torch.equal(vmamba_ops.cross_scan(x, "cross"), cross_scan_ref(x, "cross"))
+    assert native_calls == ["cross_scan_native"]

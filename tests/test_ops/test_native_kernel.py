@@ -117,3 +117,19 @@ def test_threads_split_the_work_without_changing_the_result(monkeypatch):
     for name in g:
         top = float(g_ref[name].abs().max())
         assert_close_rel(g[name], g_ref[name].float(), 2e-5, 2e-6 * top, f"d{name}")
+
+
+def test_outputs_over_32mb_are_prefaulted_forward_and_backward(monkeypatch):
+    """y, du and ddelta from 32 MB on are prefaulted (madvise) before the kernel writes them:
+    same values as the chunked PyTorch scan (an independent implementation), every gradient."""
+    inp = make_inputs(1, 64, 131072, 1, 4)  # (1, 64, 131072) float32 = 33.5 MB per output
+    kw = dict(delta_softplus=True, backend="cpu")
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    y = vmamba_ops.selective_scan(*args_of(inp), **kw)
+    g = grads(y, inp)
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "torch")
+    y_t = vmamba_ops.selective_scan(*args_of(inp), **kw)
+    g_t = grads(y_t, inp)
+    assert_close_rel(y, y_t, 1e-4, 1e-5, "y")
+    for name in ("u", "delta"):
+        assert_close_rel(g[name], g_t[name], 1e-4, 1e-5 * float(g_t[name].abs().max()), name)
