@@ -8,6 +8,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 #ifdef __linux__
 #include <sys/mman.h>
 #include <unistd.h>
@@ -47,6 +50,29 @@ typedef struct {
   int failed;
 } pool_t;
 
+/* Subnormal floats (below 1.2e-38 in float32) take a microcode path costing ~100x a normal
+ * operation. A scan's state and adjoint decay geometrically along long sequences and reach that
+ * range (Vim's backward at 384 px spent 2/3 of its time there, and handed the subnormals on to
+ * the GEMMs of the layers below), so the kernels run with flush-to-zero / denormals-are-zero,
+ * as GPU kernels compiled with fast math do; the caller's setting is restored afterwards. */
+static inline unsigned int ftz_begin(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  const unsigned int csr = _mm_getcsr();
+  _mm_setcsr(csr | 0x8040u); /* FTZ (bit 15) | DAZ (bit 6) */
+  return csr;
+#else
+  return 0;
+#endif
+}
+
+static inline void ftz_end(unsigned int csr) {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_setcsr(csr);
+#else
+  (void)csr;
+#endif
+}
+
 static inline void *pool_worker(void *arg) {
   pool_t *p = (pool_t *)arg;
   void *scratch = malloc(p->scratch_bytes);
@@ -54,11 +80,13 @@ static inline void *pool_worker(void *arg) {
     __atomic_store_n(&p->failed, 1, __ATOMIC_RELAXED);
     return NULL;
   }
+  const unsigned int csr = ftz_begin();
   for (;;) {
     int64_t t = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
     if (t >= p->n_tasks) break;
     p->fn(p->ctx, t, scratch);
   }
+  ftz_end(csr);
   free(scratch);
   return NULL;
 }

@@ -281,11 +281,14 @@ def selective_scan(
         y (batch, dim, L) in u's dtype, or (y, last_state) with last_state (batch, dim, N)
         float32 (float64 for float64 inputs). The last state's gradient is propagated.
     """
+    tracing = torch.jit.is_tracing()  # (shape checks would only add TracerWarnings to a trace)
+    if delta_proj is not None and not tracing:
+        _check_low_rank(u, delta, delta_proj, B)
+        validate_inputs(u, u, A, B, C, D, z, delta_bias)  # the others (delta: above)
+    elif not tracing:
+        validate_inputs(u, delta, A, B, C, D, z, delta_bias)
+    backend = resolve_backend(backend, u, "selective_scan")
     if delta_proj is not None:
-        if not torch.jit.is_tracing():
-            _check_low_rank(u, delta, delta_proj, B)
-            validate_inputs(u, u, A, B, C, D, z, delta_bias)  # the others (delta: above)
-        backend = resolve_backend(backend, u, "selective_scan")
         if _fuse_low_rank(backend, u, delta, delta_proj, A, B, C, D, z, delta_bias):
             if B.dim() == 3:
                 B, C, delta = B.unsqueeze(1), C.unsqueeze(1), delta.unsqueeze(1)
@@ -294,9 +297,6 @@ def selective_scan(
             )
             return (y, last) if return_last_state else y
         delta = low_rank_delta(delta, delta_proj)
-    if not torch.jit.is_tracing():  # shape checks would only add TracerWarnings to a trace
-        validate_inputs(u, delta, A, B, C, D, z, delta_bias)
-    backend = resolve_backend(backend, u, "selective_scan")
     if u.numel() == 0:  # an empty batch, width or sequence: nothing to scan, the loop is exact
         backend = "ref"
     if backend == "ref":

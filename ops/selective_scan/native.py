@@ -126,7 +126,7 @@ def selective_scan_fwd_lowrank(
     read in place, e.g. a slice of a larger projection); delta_proj (dim, R); A (dim, N);
     B, C (batch, G, N, L); D, delta_bias (dim,).
     """
-    ct, (b, g, dg, n, length), sfx, ins = _common(u, u, delta_bias, A, B, C, D)
+    ct, (b, g, dg, n, length), sfx, ins = _common(u, None, delta_bias, A, B, C, D)
     u_c, _, bias_c, A_c, B_c, C_c, D_c = ins
     r = delta_proj.shape[1]
     low = delta_low if delta_low.dtype == ct else delta_low.to(ct)

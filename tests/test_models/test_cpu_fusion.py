@@ -25,32 +25,43 @@ def test_onednn_ops_are_present_in_this_build():
     assert cpu_fusion._ops_work()
 
 
+def _map(*shape: int) -> torch.Tensor:
+    """A random channels-last (B, C, H, W) map, as VMamba's LayerNorm2d returns them."""
+    return torch.randn(shape).contiguous(memory_format=torch.channels_last)
+
+
+def _plain_linear(x: torch.Tensor, lin: nn.Linear) -> torch.Tensor:
+    return F.linear(x.permute(0, 2, 3, 1), lin.weight, lin.bias).permute(0, 3, 1, 2)
+
+
 @pytest.mark.parametrize("act", sorted(ACTS))
-@pytest.mark.parametrize("shape", [(1, 7, 5, 24), (2, 3, 11, 40)])
+@pytest.mark.parametrize("shape", [(1, 24, 7, 5), (2, 40, 3, 11)])
 def test_linear_act_matches_linear_then_activation(act, shape):
     torch.manual_seed(0)
     module, fn = ACTS[act]
-    lin = nn.Linear(shape[-1], 3 * shape[-1] + 1)
-    x = torch.randn(shape)
+    lin = nn.Linear(shape[1], 3 * shape[1] + 1)
+    x = _map(*shape)
     with torch.no_grad():
         got = linear_act(x, lin, module)
-        want = fn(F.linear(x, lin.weight, lin.bias))
+        want = fn(_plain_linear(x, lin))
+    assert got.shape == want.shape and got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_linear_act_declines_tanh_gelu():
     lin = nn.Linear(8, 8)
-    assert linear_act(torch.randn(1, 2, 2, 8), lin, nn.GELU(approximate="tanh")) is None
+    assert linear_act(_map(1, 8, 2, 2), lin, nn.GELU(approximate="tanh")) is None
 
 
 @pytest.mark.parametrize("bias", [True, False])
 def test_linear_add_matches_linear_plus_residual(bias):
     torch.manual_seed(0)
     lin = nn.Linear(40, 24, bias=bias)
-    x, res = torch.randn(2, 5, 9, 40), torch.randn(2, 5, 9, 24)
+    x, res = _map(2, 40, 5, 9), _map(2, 24, 5, 9)
     with torch.no_grad():
         got = linear_add(x, lin, res)
-        want = F.linear(x, lin.weight, lin.bias) + res
+        want = res + _plain_linear(x, lin)
+    assert got.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -80,6 +91,10 @@ def test_fusion_applies_only_where_nothing_can_tell():
     with torch.no_grad():
         assert not fusion_applies(x, lin)  # the hook must see the module run
     handle.remove()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False):
+        assert not fusion_applies(x, lin)  # a dispatch mode must see aten.addmm, not oneDNN
     with torch.no_grad():
         traced = []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import platform
+
 import pytest
 import torch
 from ops_test_utils import args_of, assert_close_rel, grads, make_inputs
@@ -133,3 +135,24 @@ def test_outputs_over_32mb_are_prefaulted_forward_and_backward(monkeypatch):
     assert_close_rel(y, y_t, 1e-4, 1e-5, "y")
     for name in ("u", "delta"):
         assert_close_rel(g[name], g_t[name], 1e-4, 1e-5 * float(g_t[name].abs().max()), name)
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686"),
+    reason="flush-to-zero is set through the x86 MXCSR register",
+)
+def test_kernel_flushes_subnormals_and_restores_the_callers_mode(monkeypatch):
+    """Inside the kernels subnormal floats count as zero (they cost ~100x on the CPU: Vim's
+    backward spent most of its time on them); the caller's floating-point mode is restored."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    inp = make_inputs(1, 8, 16, 1, 1, requires_grad=False)
+    tiny = torch.finfo(torch.float32).tiny  # smallest normal float32
+    u = torch.full_like(inp["u"], tiny / 4)  # subnormal
+    B, C = torch.zeros_like(inp["B"]), torch.zeros_like(inp["C"])
+    D = torch.ones_like(inp["D"])
+    y = vmamba_ops.selective_scan(u, inp["delta"], inp["A"], B, C, D=D, backend="cpu")
+    assert torch.equal(y, torch.zeros_like(y))  # y = D * u = u, read as 0
+    ref = vmamba_ops.selective_scan_ref(u, inp["delta"], inp["A"], B, C, D=D)
+    assert (ref > 0).all()  # the reference keeps them
+    # back in PyTorch on this thread, subnormals are numbers again
+    assert float(torch.tensor([tiny / 4]) * 1.0) > 0

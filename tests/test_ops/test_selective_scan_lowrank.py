@@ -173,6 +173,17 @@ def test_traced_graph_shows_the_projection_and_the_scan(fused_calls):
     assert fused_calls == []
 
 
+def test_dispatch_modes_see_the_projection_and_the_op(fused_calls):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    inp = _inputs(1, 4, 4, 1, 2, 8, torch.float32, view=False)
+    inp.pop("z")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        selective_scan(**inp)
+    assert fused_calls == []
+    assert counter.get_total_flops() == 2 * 16 * 2 * 8  # the bmm: 2 * dim * R * L
+
+
 def test_low_rank_delta_is_the_grouped_projection():
     inp = _inputs(2, 4, 3, 1, 5, 7, torch.float64, view=True)
     got = vmamba_ops.low_rank_delta(inp["delta"], inp["delta_proj"])

@@ -71,12 +71,11 @@ class Mlp(nn.Module):
             and x.is_contiguous(memory_format=torch.channels_last)
             and fusion_applies(x, self.fc1, self.act, self.fc2)
         ):
-            hidden = linear_act(x.permute(0, 2, 3, 1), self.fc1, self.act)
+            hidden = linear_act(x, self.fc1, self.act)
             if hidden is not None:
-                if residual is not None:
-                    out = linear_add(hidden, self.fc2, residual.permute(0, 2, 3, 1))
-                    return out.permute(0, 3, 1, 2)
-                return F.linear(hidden, self.fc2.weight, self.fc2.bias).permute(0, 3, 1, 2)
+                if residual is None:
+                    return self.fc2(hidden)
+                return linear_add(hidden, self.fc2, residual)
         y = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
         return y if residual is None else residual + y
 

@@ -7,13 +7,14 @@ fusion emits) apply the activation, or the residual add, while the output tile i
 cache. Same math: erf-GELU, SiLU, exact add; the tests compare with the unfused ops.
 
 Used only where nothing can tell the difference, see :func:`fusion_applies`: CPU float32
-tensors, no autograd graph to record, not tracing / compiling / exporting (FLOP counters,
-``torch.compile`` and ONNX see the ordinary ops), no hooks on the modules involved, the ops
+tensors, no autograd graph to record, not tracing / compiling / exporting / under a dispatch
+mode or functorch transform (FLOP counters, ``torch.compile`` and ONNX see the ordinary ops), no
+hooks on the modules involved, the ops
 present in this torch build (checked once with a tiny call). ``MMVMAMBA_CPU_FUSION=0`` turns
 it off.
 
-Layouts: the linear helpers take channel-last tensors (B, H, W, C) and return (B, H, W, C_out);
-the conv helper takes a channels-last (B, C, H, W) map and returns one.
+Layout: every helper takes channels-last (B, C, H, W) maps (memory in (B, H, W, C) order, what
+VMamba's LayerNorm2d and residual stream hold) and returns one.
 """
 
 from __future__ import annotations
@@ -83,6 +84,11 @@ def fusion_applies(x: Tensor, *modules: nn.Module) -> bool:
         return False
     if torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
+    # dispatch modes (e.g. torch.utils.flop_counter) and functorch transforms see aten ops
+    if torch._C._len_torch_dispatch_stack() > 0 or torch._C._functorch.is_functorch_wrapped_tensor(
+        x
+    ):
+        return False
     if torch.is_grad_enabled() and (
         x.requires_grad or any(p.requires_grad for m in modules for p in m.parameters())
     ):
@@ -94,20 +100,29 @@ def fusion_applies(x: Tensor, *modules: nn.Module) -> bool:
     return _ops_work()
 
 
+def _last(x: Tensor) -> Tensor:
+    """A channels-last (B, C, H, W) map as the (B, H, W, C) tensor oneDNN's linear takes."""
+    return x.permute(0, 2, 3, 1).contiguous()  # a view: the memory already is (B, H, W, C)
+
+
 def linear_act(x: Tensor, linear: nn.Linear, act: nn.Module) -> Tensor | None:
-    """``act(linear(x))`` for channel-last ``x`` (.., C_in) in one oneDNN call; None if ``act``
-    has no oneDNN post-op (the caller then runs the modules)."""
+    """``act(linear(x))`` for a channels-last (B, C_in, H, W) map in one oneDNN call, as a
+    channels-last (B, C_out, H, W) map; None if ``act`` has no oneDNN post-op (the caller then
+    runs the modules)."""
     name = _act_name(act)
     if name is None:
         return None
-    return torch.ops.mkldnn._linear_pointwise(x, linear.weight, linear.bias, name, [], "none")
+    out = torch.ops.mkldnn._linear_pointwise(_last(x), linear.weight, linear.bias, name, [], "none")
+    return out.permute(0, 3, 1, 2)
 
 
 def linear_add(x: Tensor, linear: nn.Linear, residual: Tensor) -> Tensor:
-    """``linear(x) + residual`` for channel-last ``x`` (.., C_in), ``residual`` (.., C_out)."""
-    return torch.ops.mkldnn._linear_pointwise.binary(
-        x, residual.contiguous(), linear.weight, linear.bias, "add"
+    """``residual + linear(x)`` for channels-last (B, C_in, H, W) / (B, C_out, H, W) maps in one
+    oneDNN call, as a channels-last (B, C_out, H, W) map."""
+    out = torch.ops.mkldnn._linear_pointwise.binary(
+        _last(x), _last(residual), linear.weight, linear.bias, "add"
     )
+    return out.permute(0, 3, 1, 2)
 
 
 def conv_act(x: Tensor, conv: nn.Conv2d, act: nn.Module) -> Tensor | None:

@@ -260,8 +260,7 @@ class SS2D(nn.Module):
             and y.is_contiguous(memory_format=torch.channels_last)
             and fusion_applies(y, self.out_proj)
         ):
-            out = linear_add(y.permute(0, 2, 3, 1), self.out_proj, residual.permute(0, 2, 3, 1))
-            return out.permute(0, 3, 1, 2)
+            return linear_add(y, self.out_proj, residual)
         out = self.dropout(self.out_proj(y))
         return out if residual is None else residual + out
 
