@@ -187,46 +187,57 @@ def _progress(items, **kw):
 
 
 def plot(rows: list[dict], path: Path) -> None:
+    """Time vs L: a colour per (resolution, batch), a line style per (backend, allocator); the
+    forward panel draws each colour's memory-traffic floor dotted."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    labels = sorted({(r["resolution"], r["batch"]) for r in rows})
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), sharey=True)
+    groups = sorted({(r["resolution"], r["batch"]) for r in rows})
+    colours = {g: f"C{i}" for i, g in enumerate(groups)}
+    kinds = sorted({(r["backend"], r["allocator"]) for r in rows})
+    styles = dict(zip(kinds, ["-o", "--s", "-.^", ":v", "-D", "--x"]))
     for ax, key, title in zip(axes, ("fwd_ms", "fwd_bwd_ms"), ("forward", "forward + backward")):
-        for backend, alloc in sorted({(r["backend"], r["allocator"]) for r in rows}):
-            for res, batch in labels:
+        for res, batch in groups:
+            for backend, alloc in kinds:
                 sel = [
                     r
                     for r in rows
                     if (r["backend"], r["allocator"]) == (backend, alloc)
                     and (r["resolution"], r["batch"]) == (res, batch)
+                    and r[key] == r[key]  # drop skipped (NaN)
                 ]
-                sel = [r for r in sel if r[key] == r[key]]  # drop skipped (NaN)
                 if sel:
                     ax.plot(
                         [r["L"] for r in sel],
                         [r[key] for r in sel],
-                        marker="o",
+                        styles[(backend, alloc)],
+                        color=colours[(res, batch)],
                         label=f"{backend} ({alloc} malloc) {res}px b{batch}",
                     )
-        first = rows[0]["allocator"]
-        floor = [r for r in rows if r["backend"] == "cpu" and r["allocator"] == first]
-        if key == "fwd_ms" and floor:
-            ax.plot(
-                [r["L"] for r in floor],
-                [r["floor_fwd_ms"] for r in floor],
-                "k--",
-                label="memory floor",
-            )
+            floor = {
+                r["L"]: r["floor_fwd_ms"]
+                for r in rows
+                if (r["resolution"], r["batch"]) == (res, batch)
+            }
+            if key == "fwd_ms" and floor:
+                ax.plot(
+                    sorted(floor),
+                    [floor[length] for length in sorted(floor)],
+                    linestyle=(0, (1, 1)),
+                    color=colours[(res, batch)],
+                    linewidth=2,
+                    label=f"memory floor {res}px b{batch}",
+                )
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("sequence length L")
+        ax.set_xlabel("sequence length L (stages 4 .. 1)")
         ax.set_title(f"selective scan {title}")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("ms")
-    axes[1].legend(fontsize=7)
+    axes[0].legend(fontsize=6, ncol=2)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
