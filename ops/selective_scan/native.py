@@ -61,6 +61,19 @@ def _common(u, delta, delta_bias, A, B, C, D):
     return ct, (b, g, dim // g, n, length), sfx, cast
 
 
+def _forward(kernel, shape: tuple, ct: torch.dtype, z: Tensor | None, out_dtype) -> tuple:
+    """Allocates y (batch, dim, L) and the last state (batch, dim, N) in ``ct``, runs
+    ``kernel(y, last)`` (a C forward, 0 on success) and applies the ``silu(z)`` gate."""
+    b, dim, length, n = shape
+    y = torch.empty(b, dim, length, dtype=ct)
+    last = torch.zeros(b, dim, n, dtype=ct)
+    if y.numel() > 0 and kernel(y, last) != 0:
+        raise MemoryError("selective_scan (CPU kernel): out of memory for scratch buffers")
+    if z is not None:
+        y.mul_(F.silu(z.to(ct)))
+    return y.to(out_dtype), last
+
+
 @torch.no_grad()
 def selective_scan_fwd(
     u: Tensor,
@@ -78,18 +91,14 @@ def selective_scan_fwd(
     Shapes: u, delta, z (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D, delta_bias (dim,).
     """
     ct, (b, g, dg, n, length), sfx, ins = _common(u, delta, delta_bias, A, B, C, D)
-    y = torch.empty(b, g * dg, length, dtype=ct)
-    last = torch.zeros(b, g * dg, n, dtype=ct)
-    if y.numel() > 0:
-        rc = _fwd(sfx)(
+
+    def kernel(y: Tensor, last: Tensor) -> int:
+        return _fwd(sfx)(
             b, g, dg, n, length, int(delta_softplus), *map(ptr, (*ins, y, last)),
             torch.get_num_threads(),
         )  # fmt: skip
-        if rc != 0:
-            raise MemoryError("selective_scan (CPU kernel): out of memory for scratch buffers")
-    if z is not None:
-        y.mul_(F.silu(z.to(ct)))
-    return y.to(u.dtype), last
+
+    return _forward(kernel, (b, g * dg, length, n), ct, z, u.dtype)
 
 
 def _group_stride(low: Tensor) -> int | None:
@@ -135,19 +144,15 @@ def selective_scan_fwd_lowrank(
         low = low.contiguous()  # the standard layout: group (b * G + g) starts at its R * L
         group_stride = r * length
     proj = _as(delta_proj, ct)
-    y = torch.empty(b, g * dg, length, dtype=ct)
-    last = torch.zeros(b, g * dg, n, dtype=ct)
-    if y.numel() > 0:
-        rc = _fwd_lowrank(sfx)(
+
+    def kernel(y: Tensor, last: Tensor) -> int:
+        return _fwd_lowrank(sfx)(
             b, g, dg, n, length, r, group_stride, int(delta_softplus),
             *map(ptr, (u_c, low, proj, bias_c, A_c, B_c, C_c, D_c, y, last)),
             torch.get_num_threads(),
         )  # fmt: skip
-        if rc != 0:
-            raise MemoryError("selective_scan (CPU kernel): out of memory for scratch buffers")
-    if z is not None:
-        y.mul_(F.silu(z.to(ct)))
-    return y.to(u.dtype), last
+
+    return _forward(kernel, (b, g * dg, length, n), ct, z, u.dtype)
 
 
 @torch.no_grad()
