@@ -1,6 +1,6 @@
 """Train a classifier, detector or segmentor from an OpenMMLab config (mmpretrain/mmdet/mmseg).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--flush-denormal]
                           [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
     bash tools/dist_train.sh CONFIG NPROC [args]        # torchrun; NCCL on GPUs, gloo on CPUs
 
@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--auto-scale-lr", action="store_true", help="scale the LR by the actual batch size"
     )
+    parser.add_argument(
+        "--flush-denormal",
+        action="store_true",
+        help="CPU: count float32 values below 1.2e-38 as 0 (torch.set_flush_denormal); Vim's "
+        "backward fills with them at 384 px and up, ~1.8x faster training with this",
+    )
     parser.add_argument("--debug", action="store_true", help="full tracebacks on config errors")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
     args = parser.parse_args(argv)
@@ -92,11 +98,22 @@ def build_config(args: argparse.Namespace) -> Config:
     return cfg
 
 
+def set_flush_denormal(enabled: bool) -> None:
+    """``--flush-denormal``: float32 values below 1.2e-38 count as 0 in this process (CPU)."""
+    if not enabled:
+        return
+    import torch
+
+    if not torch.set_flush_denormal(True):
+        raise ValueError("--flush-denormal: this CPU cannot flush subnormal floats; drop it")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     setup_hook = SetupDoneHook()
     with config_errors(args.debug, setup_hook):
         cfg = build_config(args)
+        set_flush_denormal(args.flush_denormal)
         runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
         runner.register_hook(setup_hook)
         runner.train()

@@ -39,7 +39,14 @@ import torch.nn.functional as F
 from .models import build_benchmark_model, first_tensor
 from .scan_hooks import identity_scan
 
-__all__ = ["BenchSettings", "measure", "measure_in_subprocess", "scan_ablation"]
+__all__ = [
+    "BenchSettings",
+    "gemm_peak_gflop_s",
+    "measure",
+    "measure_in_subprocess",
+    "paired_throughput",
+    "scan_ablation",
+]
 
 
 @dataclass
@@ -274,12 +281,50 @@ def scan_ablation(spec: str, size: int, settings: BenchSettings) -> dict:
     )
 
 
+def gemm_peak_gflop_s(
+    settings: BenchSettings, shape: tuple[int, int, int] = (8192, 384, 1536), repeats: int = 3
+) -> float:
+    """The machine's matrix-multiply rate: best GFLOP/s (2 flops per multiply-add) of
+    ``(m, k) @ (k, n)`` written into an output that is already paged in.
+
+    The dtype is the one the models' GEMMs run in (float32; float16 under CUDA AMP). The
+    default shape is a stage-3 MLP of VMamba-T / Swin-T at 768 px (k = 384, n = 4 * 384);
+    a pre-touched output keeps first-touch page faults out of the peak.
+    """
+    m, k, n = shape
+    device = torch.device(settings.device)
+    dtype = torch.float16 if (settings.device == "cuda" and settings.amp) else torch.float32
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    w = torch.randn(n, k, device=device, dtype=dtype)
+    out = torch.zeros(m, n, device=device, dtype=dtype)
+    quick = BenchSettings(
+        warmup=1, repeats=repeats, threads=settings.threads, device=settings.device, amp=False
+    )
+    best = min(_time(lambda: torch.matmul(a, w.t(), out=out), quick))
+    return 2 * m * k * n / best / 1e9
+
+
+def _paper_gflops(model, size: int, device: torch.device) -> float:
+    """G multiply-adds of one image, counted as the VMamba paper counts (``get_flops.py``)."""
+    from .flops import count_flops
+
+    return count_flops(model, inputs=(torch.randn(1, 3, size, size, device=device),)).flops / 1e9
+
+
 def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettings) -> dict:
     """Inference img/s of two models timed in one process in alternating blocks of repeats.
 
     The sweep times each model in its own process one after the other, so a change of load on
     a shared machine between the two skews their ratio; here both see the same conditions
-    (blocks a, b, a, b, a, b). Returns both medians and ``ratio`` = img/s of a over b.
+    (blocks a, b, a, b, a, b). Between blocks the machine's GEMM rate is measured
+    (:func:`gemm_peak_gflop_s`), so each model's arithmetic rate can be read as a share of
+    what the hardware's matrix units deliver at that moment.
+
+    Returns:
+        model_a/b, size, batch, threads, img_s_a/b (medians), ``ratio`` = img/s of a over b,
+        gflops_a/b (paper-counted G multiply-adds per image), ``peak_gflop_s`` (median of the
+        GEMM measurements) and use_a/b = 2 * gflops * img/s / peak_gflop_s (the share of the
+        GEMM rate each model's counted arithmetic runs at).
     """
     from dataclasses import replace
 
@@ -289,6 +334,7 @@ def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettin
     device = torch.device(quick.device)
     x = torch.randn(quick.batch, 3, size, size, device=device)
     models = [build_benchmark_model(spec, size).to(device).eval() for spec in (spec_a, spec_b)]
+    gflops = [_paper_gflops(model, size, device) for model in models]
 
     def forward(model):
         def run():
@@ -298,19 +344,28 @@ def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettin
         return run
 
     times: list[list[float]] = [[], []]
+    peaks = []
     for _ in range(3):
         for i, model in enumerate(models):
             times[i] += _time(forward(model), quick)
+        peaks.append(gemm_peak_gflop_s(quick))
     t_a, t_b = statistics.median(times[0]), statistics.median(times[1])
+    peak = statistics.median(peaks)
+    img_s_a, img_s_b = quick.batch / t_a, quick.batch / t_b
     return dict(
         model_a=spec_a,
         model_b=spec_b,
         size=size,
         batch=quick.batch,
         threads=torch.get_num_threads(),
-        img_s_a=quick.batch / t_a,
-        img_s_b=quick.batch / t_b,
+        img_s_a=img_s_a,
+        img_s_b=img_s_b,
         ratio=t_b / t_a,
+        gflops_a=gflops[0],
+        gflops_b=gflops[1],
+        peak_gflop_s=peak,
+        use_a=2 * gflops[0] * img_s_a / peak,
+        use_b=2 * gflops[1] * img_s_b / peak,
     )
 
 

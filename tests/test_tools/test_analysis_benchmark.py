@@ -94,6 +94,47 @@ def test_paired_throughput_times_both_models():
     row = paired_throughput("vmamba-t", "swin-t", 32, BenchSettings(warmup=0, repeats=1, threads=1))
     assert row["img_s_a"] > 0 and row["img_s_b"] > 0 and row["threads"] == 1
     assert row["ratio"] == pytest.approx(row["img_s_a"] / row["img_s_b"])
+    # paper-counted multiply-adds at 32 px: VMamba-T's 4.9056 G at 224 scales with the pixel
+    # count up to its fixed head (the classifier's 768 x 1000 and the stage-4 map being 1 x 1)
+    assert 0 < row["gflops_a"] < 4.9056 * (32 / 224) ** 2 * 1.5
+    assert row["peak_gflop_s"] > 0
+    for m in "ab":
+        assert row[f"use_{m}"] == pytest.approx(
+            2 * row[f"gflops_{m}"] * row[f"img_s_{m}"] / row["peak_gflop_s"]
+        )
+
+
+def test_gemm_peak_is_the_best_repeat(monkeypatch):
+    """2 m k n flops over the fastest timed repeat, hand-computed for a faked clock."""
+    from mmvmamba.analysis import benchmark
+
+    monkeypatch.setattr(benchmark, "_time", lambda fn, settings: [0.5, 0.25, 0.4])
+    rate = benchmark.gemm_peak_gflop_s(BenchSettings(threads=1), shape=(64, 32, 16))
+    assert rate == pytest.approx(2 * 64 * 32 * 16 / 0.25 / 1e9)
+
+
+def test_gemm_peak_measures_a_real_rate():
+    from mmvmamba.analysis.benchmark import gemm_peak_gflop_s
+
+    rate = gemm_peak_gflop_s(BenchSettings(threads=1), shape=(256, 128, 128))
+    assert math.isfinite(rate) and rate > 0.01  # any CPU does > 10 MFLOP/s
+
+
+def test_targets_state_the_arithmetic_rate_needed():
+    """1.5x Swin-T needs VMamba-T's use of the GEMM rate to be 1.5 x Swin-T's, scaled by
+    their counted work: 1.5 * 50% * 6 / 5 = 90%."""
+    targets = load_tool("benchmark")._targets
+    paired = [
+        dict(size=768, img_s_a=6.0, img_s_b=5.0, ratio=1.2, gflops_a=6.0, gflops_b=5.0,
+             peak_gflop_s=100.0, use_a=0.72, use_b=0.5)
+    ]  # fmt: skip
+    rate_line = [line for line in targets([], [], paired) if "arithmetic rate" in line]
+    assert len(rate_line) == 1
+    assert "GEMM rate, 100 GFLOP/s)" in rate_line[0]
+    assert (
+        "VMamba-T 6.0 G at 72%, Swin-T 5.0 G at 50%; 1.5x Swin-T needs VMamba-T at 90%"
+        in (rate_line[0])
+    )
 
 
 def test_identity_ablation_refuses_models_without_ss2d(tmp_path):

@@ -74,6 +74,21 @@ def test_config_mistakes_give_one_line(train_tool, data, tmp_path, capsys):
     assert "c.pth" in line
 
 
+def test_flush_denormal_option(train_tool):
+    assert train_tool.parse_args(["c.py", "--flush-denormal"]).flush_denormal
+    assert not train_tool.parse_args(["c.py"]).flush_denormal
+    tiny = torch.tensor([1e-39])  # a subnormal float32, made before flushing is on
+    assert (tiny * 1.0).item() > 0
+    try:
+        train_tool.set_flush_denormal(True)
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+    assert (tiny * 1.0).item() > 0
+    train_tool.set_flush_denormal(False)  # off: the process's mode is left alone
+    assert (tiny * 1.0).item() > 0
+
+
 def test_train_then_test_segmentation(train_tool, test_tool, data, tmp_path):
     cfg = write_config(tmp_path / "seg.py", "seg", data["ade"], max_iters=4, ckpt_interval=4)
     work = tmp_path / "work"

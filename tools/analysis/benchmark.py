@@ -97,6 +97,15 @@ def _targets(rows: list[dict], ablation: list[dict], paired: list[dict]) -> list
             f"{row['img_s_b']:.3g} = {row['ratio']:.2f}x, timed side by side "
             f"(target >= {need}x): {'MET' if ok else 'MISSED'}"
         )
+        if _number(row.get("peak_gflop_s")) and _number(row.get("use_b")):
+            need_use = need * row["use_b"] * row["gflops_a"] / row["gflops_b"]
+            lines.append(
+                f"  arithmetic rate at {row['size']} (paper-counted multiply-adds x 2 / time, "
+                f"share of this machine's GEMM rate, {row['peak_gflop_s']:.0f} GFLOP/s): "
+                f"VMamba-T {row['gflops_a']:.1f} G at {100 * row['use_a']:.0f}%, Swin-T "
+                f"{row['gflops_b']:.1f} G at {100 * row['use_b']:.0f}%; {need}x Swin-T needs "
+                f"VMamba-T at {100 * need_use:.0f}%"
+            )
     if hi > lo:
         bound = 1.2 * (hi / lo) ** 2
         for model in ("vmamba-t", "deit-s", "swin-t", "convnext-t"):
