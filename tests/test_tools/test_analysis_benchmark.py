@@ -3,6 +3,7 @@ table, CSV and plot."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -44,7 +45,8 @@ def test_settings_validate():
         BenchSettings(device="tpu")
 
 
-def test_benchmark_tool_small_sweep(tmp_path):
+def test_benchmark_tool_small_sweep(tmp_path, monkeypatch):
+    monkeypatch.setenv("MMVMAMBA_CPU_FUSION", "0")
     cfg = write_tiny_config(tmp_path / "tiny.py")
     out = tmp_path / "out"
     rows, ablation = load_tool("benchmark").main(
@@ -64,6 +66,17 @@ def test_benchmark_tool_small_sweep(tmp_path):
     assert [int(r["size"]) for r in csv_rows] == [32, 64]
     assert len(read_csv(out / "scan_ablation.csv")) == 1 and ablation[0]["ratio"] > 0
     assert_png(out / "benchmark.png")
+    # what the numbers depend on, saved beside them
+    env = json.loads((out / "environment.json").read_text())
+    assert env["torch"] == torch.__version__ and env["threads"] == 1
+    assert (env["device"], env["precision"], env["batch"], env["repeats"]) == (
+        "cpu",
+        "float32",
+        1,
+        1,
+    )
+    assert env["env_MMVMAMBA_CPU_FUSION"] == "0"
+    assert env["tf32_matmul"] == torch.backends.cuda.matmul.allow_tf32
 
 
 def test_throughput_targets_only_at_their_sizes():

@@ -10,13 +10,16 @@ runs in a fresh subprocess on CPU (peak-RSS memory needs it; ``--in-process`` sk
 On a GPU (``--device cuda``, default when available): CUDA events, float16 autocast, batch 128.
 Also times VMamba-T with its selective scan replaced by the identity (``--ablation-sizes``).
 
-Writes ``benchmark.csv`` / ``benchmark.png`` (img/s, fwd+bwd time and memory vs size) and
-``scan_ablation.csv`` into ``--out-dir``; prints both tables and the paper's targets.
+Writes ``benchmark.csv`` / ``benchmark.png`` (img/s, fwd+bwd time and memory vs size),
+``scan_ablation.csv``, ``paired_throughput.csv`` and ``environment.json`` (versions, device,
+threads, precision, TF32 / cuDNN / oneDNN switches, allocator and kernel environment variables)
+into ``--out-dir``; prints the settings, the tables and the paper's targets.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -26,6 +29,7 @@ from tqdm import tqdm
 
 from mmvmamba.analysis.benchmark import (
     BenchSettings,
+    environment,
     measure,
     measure_in_subprocess,
     paired_throughput,
@@ -140,11 +144,14 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
         train=not args.no_train,
         memory=not args.in_process or args.device == "cuda",
     )
+    env = environment(settings)
     print(
-        f"device={args.device} threads={settings.threads} batch={settings.batch} "
-        f"warmup={settings.warmup} repeats={settings.repeats} (median) amp={settings.amp}",
+        "settings: " + ", ".join(f"{k}={v}" for k, v in env.items() if v != ""),
         file=sys.stderr,
     )
+    os.makedirs(args.out_dir, exist_ok=True)
+    with open(os.path.join(args.out_dir, "environment.json"), "w") as f:
+        json.dump(env, f, indent=1)
     jobs = [(m, s) for m in args.models for s in args.sizes]
     rows = []
     for model, size in tqdm(jobs, desc="benchmark", file=sys.stderr):
@@ -201,11 +208,12 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
         ys=[p[0] for p in panels],
         group="model",
         path=os.path.join(args.out_dir, "benchmark.png"),
-        title=f"{args.device}, batch {settings.batch}, {settings.threads} threads",
+        title=f"{env['device_name']}, torch {env['torch']}, {env['precision']}, "
+        f"batch {settings.batch}, {env['threads']} threads",
         logy=[True] * len(panels),
         ylabels=[p[1] for p in panels],
     )
-    print(f"\nwrote {args.out_dir}/benchmark.csv and benchmark.png")
+    print(f"\nwrote {args.out_dir}/benchmark.csv, benchmark.png and environment.json")
     return rows, ablation
 
 
