@@ -34,9 +34,25 @@ def _call(op: str, inp: Tensor, out: Tensor, b: int, c: int, h: int, w: int, pat
         raise MemoryError(f"{op} (CPU kernel): failed with code {rc}")
 
 
+def channel_first(x: Tensor) -> Tensor:
+    """``x.contiguous()`` for a (B, C, H, W) map; a channels-last one (memory (B, H, W, C))
+    is transposed by the compiled kernel, ~5x faster here than torch's copy for it."""
+    if x.is_contiguous() or x.dim() != 4 or x.dtype not in _SFX or x.device.type != "cpu":
+        return x.contiguous()
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous()
+    b, c, h, w = x.shape
+    out = torch.empty(b, c, h, w, dtype=x.dtype)
+    if out.numel() > 0:
+        fn = function(f"vmamba_to_channel_first_{_SFX[x.dtype]}", [I64] * 3 + [PTR, PTR, INT])
+        if fn(b, c, h * w, ptr(x), ptr(out), torch.get_num_threads()) != 0:
+            raise MemoryError("to_channel_first (CPU kernel): out of memory")
+    return out
+
+
 def cross_scan_native(x: Tensor, pattern: str = "cross") -> Tensor:
     """Cross-scan (B, C, H, W) -> (B, 4, C, H*W); see :mod:`vmamba_ops.cross_scan.naive`."""
-    x = x.contiguous()
+    x = channel_first(x)
     b, c, h, w = x.shape
     out = torch.empty(b, 4, c, h * w, dtype=x.dtype)
     _call("cross_scan", x, out, b, c, h, w, pattern)
@@ -52,4 +68,4 @@ def cross_merge_native(y: Tensor, pattern: str = "cross") -> Tensor:
     return out
 
 
-__all__ = ["cross_merge_native", "cross_scan_native", "supported"]
+__all__ = ["channel_first", "cross_merge_native", "cross_scan_native", "supported"]

@@ -5,6 +5,7 @@
  * Semantics: vmamba_ops/cross_scan/naive.py. Layouts (all contiguous):
  *   cross_scan:  x (B, C, H, W) -> out (B, K, C, H*W)
  *   cross_merge: y (B, K, C, H, W) -> out (B, C, H, W), out = sum of the K routes on the grid
+ *   to_channel_first: (B, H*W, C) -> (B, C, H*W) (a channels-last map made channel-first)
  * with K = 4 and pattern 0..3 = cross, unidi, bidi, cascade (the order of naive.PATTERNS).
  * The body is written once in cross_scan_cpu_impl.h and instantiated for float and double.
  */

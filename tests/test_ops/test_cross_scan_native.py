@@ -110,3 +110,37 @@ def test_outputs_over_32mb_are_prefaulted_and_exact(native_calls):
     x = torch.randn(1, 9, 512, 512)  # scan output 4 * 9 * 512 * 512 floats = 37.7 MB
     assert torch.equal(vmamba_ops.cross_scan(x, "cross"), cross_scan_ref(x, "cross"))
     assert native_calls == ["cross_scan_native"]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "shape", [(2, 13, 7, 5), (1, 8, 8, 8), (3, 2, 4, 9), (2, 96, 9, 11), (1, 24, 40, 33)]
+)
+def test_channels_last_maps_are_transposed_by_the_kernel(monkeypatch, shape, dtype):
+    """A channels-last map becomes channel-first in the compiled transpose (8 x 8 register
+    tiles, ragged channel and pixel edges): the same values as torch's copy, and cross_scan of
+    it reads the kernel's result."""
+    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", "native")
+    x = torch.randn(shape, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    ran = []
+    fn = native_cs.function  # the ctypes lookup the transpose goes through
+
+    def spy(name, *args, **kwargs):
+        ran.append(name)
+        return fn(name, *args, **kwargs)
+
+    monkeypatch.setattr(native_cs, "function", spy)
+    out = native_cs.channel_first(x)
+    assert out.is_contiguous() and torch.equal(out, x.contiguous())
+    assert torch.equal(vmamba_ops.cross_scan(x, "cross"), cross_scan_ref(x.contiguous(), "cross"))
+    sfx = "f32" if dtype == torch.float32 else "f64"
+    assert ran.count(f"vmamba_to_channel_first_{sfx}") == 2
+
+
+def test_channel_first_leaves_other_layouts_to_torch():
+    x = torch.randn(2, 3, 4, 5)
+    assert native_cs.channel_first(x) is x  # already channel-first: no copy
+    odd = torch.randn(2, 5, 4, 3).permute(0, 3, 2, 1)  # neither layout
+    assert torch.equal(native_cs.channel_first(odd), odd.contiguous())
+    half = x.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    assert torch.equal(native_cs.channel_first(half), half.contiguous())
