@@ -41,6 +41,7 @@ from .scan_hooks import identity_scan
 
 __all__ = [
     "BenchSettings",
+    "apply_allocator",
     "environment",
     "gemm_peak_gflop_s",
     "measure",
@@ -63,6 +64,11 @@ class BenchSettings:
         amp: float16 autocast on CUDA (ignored on CPU).
         train: also time forward+backward.
         memory: also measure peak memory.
+        allocator: ``'system'`` (the C library's defaults) or ``'caching'``: glibc keeps freed
+            memory for reuse (:func:`mmvmamba.analysis.allocator.keep_freed_memory`), so large
+            tensors do not page-fault afresh every iteration, as under PyTorch's caching GPU
+            allocator or a jemalloc / tcmalloc CPU deployment. CPU only; set for the whole
+            process, before the model is built.
     """
 
     batch: int = 1
@@ -73,6 +79,7 @@ class BenchSettings:
     amp: bool = True
     train: bool = True
     memory: bool = True
+    allocator: str = "system"
 
     def __post_init__(self) -> None:
         for name in ("batch", "repeats"):
@@ -82,6 +89,8 @@ class BenchSettings:
             raise ValueError(f"warmup must be >= 0, got {self.warmup}")
         if self.device not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda', got {self.device!r}")
+        if self.allocator not in ("system", "caching"):
+            raise ValueError(f"allocator must be 'system' or 'caching', got {self.allocator!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch.cuda.is_available() is False; use 'cpu'")
 
@@ -128,6 +137,7 @@ def environment(settings: BenchSettings) -> dict:
         batch=settings.batch,
         warmup=settings.warmup,
         repeats=settings.repeats,
+        allocator=settings.allocator,
         precision="float16 autocast" if settings.device == "cuda" and settings.amp else "float32",
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32,
@@ -137,6 +147,19 @@ def environment(settings: BenchSettings) -> dict:
     )
     env.update({f"env_{name}": os.environ.get(name, "") for name in _ENV_VARS})
     return env
+
+
+def apply_allocator(settings: BenchSettings) -> None:
+    """Switch this process to ``settings.allocator`` (``'caching'``: glibc keeps freed memory;
+    cannot be undone). Raises RuntimeError when the C library is not glibc."""
+    if settings.allocator == "caching" and settings.device == "cpu":
+        from .allocator import keep_freed_memory
+
+        if not keep_freed_memory():
+            raise RuntimeError(
+                "allocator='caching' needs glibc's mallopt (this C library is not glibc); "
+                "use allocator='system', or preload jemalloc / tcmalloc yourself"
+            )
 
 
 def _maxrss_mb() -> float:
@@ -195,6 +218,7 @@ def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal")
     """
     if settings.threads is not None and settings.device == "cpu":
         torch.set_num_threads(int(settings.threads))
+    apply_allocator(settings)
     torch.manual_seed(0)
     device = torch.device(settings.device)
     model = build_benchmark_model(spec, size).to(device)
@@ -308,6 +332,7 @@ def scan_ablation(spec: str, size: int, settings: BenchSettings) -> dict:
     quick = replace(settings, train=False, memory=False)
     if quick.threads is not None and quick.device == "cpu":
         torch.set_num_threads(int(quick.threads))
+    apply_allocator(quick)
     device = torch.device(quick.device)
     model = build_benchmark_model(spec, size).to(device).eval()
     x = torch.randn(quick.batch, 3, size, size, device=device)
@@ -385,6 +410,7 @@ def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettin
     quick = replace(settings, train=False, memory=False)
     if quick.threads is not None and quick.device == "cpu":
         torch.set_num_threads(int(quick.threads))
+    apply_allocator(quick)
     device = torch.device(quick.device)
     x = torch.randn(quick.batch, 3, size, size, device=device)
     models = [build_benchmark_model(spec, size).to(device).eval() for spec in (spec_a, spec_b)]

@@ -41,6 +41,8 @@ def test_identity_scan_replaces_the_scan_only():
 def test_settings_validate():
     with pytest.raises(ValueError, match="batch"):
         BenchSettings(batch=0)
+    with pytest.raises(ValueError, match="allocator must be 'system' or 'caching', got 'jemalloc'"):
+        BenchSettings(allocator="jemalloc")
     with pytest.raises(ValueError, match="device"):
         BenchSettings(device="tpu")
 
@@ -155,3 +157,23 @@ def test_identity_ablation_refuses_models_without_ss2d(tmp_path):
 
     with pytest.raises(RuntimeError, match="no SS2D selective scan"):
         scan_ablation("convnext-t", 32, BenchSettings(warmup=0, repeats=1))
+
+
+def test_caching_allocator_is_switched_on_before_the_model(tmp_path, monkeypatch):
+    """allocator='caching' makes measure() call keep_freed_memory (spied here: the real one
+    would change the test process for good; its effect is tested in test_allocator.py), and
+    'system' leaves malloc alone; environment() records the choice."""
+    from mmvmamba.analysis import allocator, benchmark
+
+    calls = []
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: calls.append(1) or True)
+    cfg = write_tiny_config(tmp_path / "tiny.py")
+    quick = dict(warmup=0, repeats=1, threads=1, train=False, memory=False)
+    benchmark.measure(cfg, 32, BenchSettings(**quick))
+    assert calls == []
+    row = benchmark.measure(cfg, 32, BenchSettings(allocator="caching", **quick))
+    assert calls == [1] and row["img_s"] > 0
+    assert benchmark.environment(BenchSettings(allocator="caching"))["allocator"] == "caching"
+    monkeypatch.setattr(allocator, "keep_freed_memory", lambda: False)  # not glibc
+    with pytest.raises(RuntimeError, match="needs glibc"):
+        benchmark.apply_allocator(BenchSettings(allocator="caching"))

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from mmvmamba.analysis.benchmark import (
     BenchSettings,
+    apply_allocator,
     environment,
     measure,
     measure_in_subprocess,
@@ -57,6 +58,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if cuda else "cpu")
     parser.add_argument("--no-amp", action="store_true", help="fp32 on GPU (paper: AMP)")
+    parser.add_argument(
+        "--allocator",
+        choices=["system", "caching"],
+        default="system",
+        help="CPU: 'caching' makes glibc keep freed memory for reuse (no fresh page faults on "
+        "every large tensor, like a caching GPU allocator or jemalloc); both models alike",
+    )
     parser.add_argument("--no-train", action="store_true", help="skip forward+backward")
     parser.add_argument("--in-process", action="store_true", help="no subprocess, no CPU memory")
     parser.add_argument(
@@ -143,7 +151,9 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
         amp=not args.no_amp,
         train=not args.no_train,
         memory=not args.in_process or args.device == "cuda",
+        allocator=args.allocator,
     )
+    apply_allocator(settings)  # this process too: the side-by-side and ablation run here
     env = environment(settings)
     print(
         "settings: " + ", ".join(f"{k}={v}" for k, v in env.items() if v != ""),
