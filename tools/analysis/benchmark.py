@@ -29,7 +29,6 @@ from tqdm import tqdm
 
 from mmvmamba.analysis.benchmark import (
     BenchSettings,
-    apply_allocator,
     environment,
     measure,
     measure_in_subprocess,
@@ -153,7 +152,6 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
         memory=not args.in_process or args.device == "cuda",
         allocator=args.allocator,
     )
-    apply_allocator(settings)  # this process too: the side-by-side and ablation run here
     env = environment(settings)
     print(
         "settings: " + ", ".join(f"{k}={v}" for k, v in env.items() if v != ""),
