@@ -1,304 +1,31 @@
-"""Triton selective scan: forward and backward kernels (no CUDA C++).
+"""Triton selective scan: launch plans and the forward / backward entry points.
 
-Each program owns BLOCK_D channels of one B/C group and one batch element, keeps the state
-h (BLOCK_D, BLOCK_N) in float32 registers and walks L in chunks of BLOCK_L, scanning each chunk
-with ``tl.associative_scan`` over (decay, input) pairs. The backward recomputes the states: a
-first sweep stores only the chunk-start states (batch, dim, n_chunks, N), a second sweep walks
-the chunks backwards, recomputes each chunk's states and runs the adjoint scan
-(``reverse=True``). Sums over channels (dB, dC) and over the batch (dA, dD, d delta_bias) are
-written as per-program partials and reduced afterwards in a fixed order: no atomics, the
-result is deterministic.
+The kernels are in :mod:`.triton_kernels`, their block sizes in :mod:`.triton_configs` (one
+table). :func:`fwd_launch` / :func:`bwd_launch` turn the inputs into a
+:class:`vmamba_ops.triton_aot.Launch` (grid, arguments, blocks); the entry points run it, and
+the compile report builds the very same launches from shape-only tensors
+(:func:`launch_for_shape`), so the report cannot drift from what runs.
 
-Shapes (L, dim, ...) are runtime arguments; only the block sizes (powers of two, derived from N)
-and the presence flags (HAS_D, HAS_Z, ...) are compile-time constants.
+Launch geometry: grid (G * ceil(dg / BLOCK_D), batch), dg = dim / G channels per B/C group.
+HBM traffic per call (element sizes: inputs in their dtype, state and partials float32):
+
+- forward: reads u, delta, z (if given) once, B and C once per program (once per channel with
+  BLOCK_D = 1; L2 serves the repeats), writes y once and the last state (batch, dim, N);
+- backward: reads u, delta, B twice (sweep 1 recomputes the tile-start states, stored as
+  (batch, dim, ceil(L / BLOCK_L), N) float32), C, dy, z once; writes du, d delta, dz once and
+  the per-program partials of dB and dC, (batch, G, ceil(dg / BLOCK_D), N, L) float32 each,
+  which one ``sum`` then reduces (read once).
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 import triton
-import triton.language as tl
 from torch import Tensor
 
-
-@triton.jit
-def _combine(a1, b1, a2, b2):
-    # composition of the affine maps h -> a1 h + b1 then h -> a2 h + b2
-    return a1 * a2, b1 * a2 + b2
-
-
-@triton.jit
-def _load_dt(
-    delta_ptr,
-    bias_ptr,
-    row_off,
-    offs_d,
-    offs_l,
-    mask_dl,
-    mask_d,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-):
-    """dt tile (BLOCK_D, BLOCK_L) = softplus(delta + bias); 0 outside the mask; also returns pre."""
-    pre = tl.load(delta_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-    pre = pre.to(tl.float32)
-    if HAS_BIAS:
-        pre += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)[:, None]
-    dt = pre
-    if SOFTPLUS:
-        dt = tl.where(pre <= 20.0, tl.log(1.0 + tl.exp(tl.minimum(pre, 20.0))), pre)
-    dt = tl.where(mask_dl, dt, 0.0)
-    return dt, pre
-
-
-@triton.jit(do_not_specialize=["L", "dim", "dg", "n_dblk", "N"])
-def _fwd_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
-    y_ptr,
-    last_ptr,
-    L,
-    dim,
-    dg,
-    n_dblk,
-    N,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_L: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    grp = pid // n_dblk
-    offs_dg = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel inside the group
-    offs_d = grp * dg + offs_dg
-    mask_d = offs_dg < dg
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
-    G = dim // dg
-    row_off = (pid_b * dim + offs_d) * L  # (BLOCK_D,) int64
-    bc_off = ((pid_b * G + grp) * N + offs_n) * L  # (BLOCK_N,)
-    A = tl.load(
-        A_ptr + offs_d[:, None] * N + offs_n[None, :],
-        mask=mask_d[:, None] & mask_n[None, :],
-        other=0.0,
-    ).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    lane = tl.arange(0, BLOCK_L)
-    for l0 in range(0, L, BLOCK_L):
-        offs_l = l0 + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        dt, _ = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        u = tl.load(u_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-        u = u.to(tl.float32)
-        Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        Ct = tl.load(C_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # (D, N, L); 1 on padded steps
-        x = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
-        acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
-        hh += acc_a * h[:, :, None]
-        y = tl.sum(hh * Ct.to(tl.float32)[None, :, :], axis=1)  # (D, L)
-        if HAS_D:
-            y += Dv[:, None] * u
-        if HAS_Z:
-            zt = tl.load(z_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-            zt = zt.to(tl.float32)
-            y *= zt * tl.sigmoid(zt)
-        tl.store(
-            y_ptr + row_off[:, None] + offs_l[None, :], y.to(y_ptr.dtype.element_ty), mask=mask_dl
-        )
-        # padded steps keep the state, so the chunk's last column is the state at min(end, L-1)
-        h = tl.sum(tl.where(lane[None, None, :] == BLOCK_L - 1, hh, 0.0), axis=2)
-    tl.store(
-        last_ptr + (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :],
-        h,
-        mask=mask_d[:, None] & mask_n[None, :],
-    )
-
-
-@triton.jit(do_not_specialize=["L", "dim", "dg", "n_dblk", "N", "n_chunks"])
-def _bwd_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
-    dy_ptr,
-    dlast_ptr,
-    starts_ptr,
-    du_ptr,
-    ddelta_ptr,
-    dz_ptr,
-    dA_ptr,
-    dB_ptr,
-    dC_ptr,
-    dD_ptr,
-    dbias_ptr,
-    L,
-    dim,
-    dg,
-    n_dblk,
-    N,
-    n_chunks,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_L: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    grp = pid // n_dblk
-    dblk = pid % n_dblk
-    offs_dg = dblk * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_d = grp * dg + offs_dg
-    mask_d = offs_dg < dg
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    G = dim // dg
-    row_off = (pid_b * dim + offs_d) * L
-    bc_off = ((pid_b * G + grp) * N + offs_n) * L
-    # partial dB / dC of this program: (batch, dim // BLOCK_D-ish programs, N, L)
-    part_off = (((pid_b * G + grp) * n_dblk + dblk) * N + offs_n) * L
-    dn_off = (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :]
-    start_off = ((pid_b * dim + offs_d)[:, None] * n_chunks) * N + offs_n[None, :]
-    A = tl.load(A_ptr + offs_d[:, None] * N + offs_n[None, :], mask=mask_dn, other=0.0)
-    A = A.to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    lane = tl.arange(0, BLOCK_L)
-
-    # sweep 1: chunk-start states
-    h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    for c in range(0, n_chunks):
-        tl.store(starts_ptr + start_off + c * N, h, mask=mask_dn)
-        offs_l = c * BLOCK_L + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        dt, _ = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        u = tl.load(u_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-        Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])
-        x = (dt * u.to(tl.float32))[:, None, :] * Bt.to(tl.float32)[None, :, :]
-        acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
-        hh += acc_a * h[:, :, None]
-        h = tl.sum(tl.where(lane[None, None, :] == BLOCK_L - 1, hh, 0.0), axis=2)
-
-    # sweep 2: chunks backwards, adjoint state g carried from the next chunk
-    if HAS_DLAST:
-        g = tl.load(dlast_ptr + dn_off, mask=mask_dn, other=0.0).to(tl.float32)
-    else:
-        g = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    dA_acc = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
-    dD_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    dbias_acc = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    for i in range(0, n_chunks):
-        c = n_chunks - 1 - i
-        offs_l = c * BLOCK_L + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        tile = row_off[:, None] + offs_l[None, :]
-        dt, pre = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        mask_nx = mask_d[:, None] & (offs_l + 1 < L)[None, :]
-        dt_next, _ = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l + 1, mask_nx, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        u = tl.load(u_ptr + tile, mask=mask_dl, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        Bt = Bt.to(tl.float32)
-        Ct = tl.load(C_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        Ct = Ct.to(tl.float32)
-        dy = tl.load(dy_ptr + tile, mask=mask_dl, other=0.0).to(tl.float32)
-        h0 = tl.load(starts_ptr + start_off + c * N, mask=mask_dn, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])
-        dtu = dt * u
-        x = dtu[:, None, :] * Bt[None, :, :]
-        acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
-        hh += acc_a * h0[:, :, None]
-        if HAS_Z:
-            zt = tl.load(z_ptr + tile, mask=mask_dl, other=0.0).to(tl.float32)
-            sz = tl.sigmoid(zt)
-            y0 = tl.sum(hh * Ct[None, :, :], axis=1)
-            if HAS_D:
-                y0 += Dv[:, None] * u
-            dz = dy * y0 * sz * (1.0 + zt * (1.0 - sz))
-            tl.store(dz_ptr + tile, dz.to(dz_ptr.dtype.element_ty), mask=mask_dl)
-            dy = dy * zt * sz
-        # adjoint: g_t = a_{t+1} g_{t+1} + C_t dy_t, suffix scan inside the chunk
-        decay_next = tl.exp(dt_next[:, None, :] * A[:, :, None])
-        e = dy[:, None, :] * Ct[None, :, :]
-        acc_g, gg = tl.associative_scan((decay_next, e), 2, _combine, reverse=True)
-        gg += acc_g * g[:, :, None]
-        g = tl.sum(tl.where(lane[None, None, :] == 0, gg, 0.0), axis=2)
-
-        gh = gg * (hh - x)  # dL/dlog_a = g_t a_t h_{t-1}
-        dA_acc += tl.sum(gh * dt[:, None, :], axis=2)
-        tl.store(
-            dC_ptr + part_off[:, None] + offs_l[None, :],
-            tl.sum(hh * dy[:, None, :], axis=0),
-            mask=mask_nl,
-        )
-        tl.store(
-            dB_ptr + part_off[:, None] + offs_l[None, :],
-            tl.sum(gg * dtu[:, None, :], axis=0),
-            mask=mask_nl,
-        )
-        ddtu = tl.sum(gg * Bt[None, :, :], axis=1)  # (D, L)
-        ddt = tl.sum(gh * A[:, :, None], axis=1) + ddtu * u
-        du = ddtu * dt
-        if HAS_D:
-            du += Dv[:, None] * dy
-            dD_acc += tl.sum(tl.where(mask_dl, dy * u, 0.0), axis=1)
-        if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(pre)
-        ddt = tl.where(mask_dl, ddt, 0.0)
-        dbias_acc += tl.sum(ddt, axis=1)
-        tl.store(du_ptr + tile, du.to(du_ptr.dtype.element_ty), mask=mask_dl)
-        tl.store(ddelta_ptr + tile, ddt.to(ddelta_ptr.dtype.element_ty), mask=mask_dl)
-
-    tl.store(dA_ptr + dn_off, dA_acc, mask=mask_dn)
-    if HAS_D:
-        tl.store(dD_ptr + pid_b * dim + offs_d, dD_acc, mask=mask_d)
-    if HAS_BIAS:
-        tl.store(dbias_ptr + pid_b * dim + offs_d, dbias_acc, mask=mask_d)
-
-
-def _blocks(n: int, budget: int) -> tuple[int, int, int]:
-    """(BLOCK_D, BLOCK_N, BLOCK_L) with BLOCK_D * BLOCK_N * BLOCK_L == budget (powers of two)."""
-    block_n = triton.next_power_of_2(max(n, 1))
-    block_l = 64 if block_n <= 4 else 32
-    block_d = max(1, budget // (block_n * block_l))
-    return block_d, block_n, block_l
+from ..triton_aot import Launch
+from .triton_configs import ScanBlocks, scan_blocks
+from .triton_kernels import _bwd_kernel, _fwd_kernel
 
 
 def _prep(u, delta, A, B, C, D, z, delta_bias):
@@ -321,6 +48,138 @@ def _check_dtype(u: Tensor) -> None:
         )
 
 
+def fwd_launch(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    blocks: ScanBlocks | None = None,
+) -> tuple[Launch, Tensor, Tensor]:
+    """The forward launch of prepared inputs (see :func:`_prep`; B, C (batch, G, N, L)).
+
+    Returns (launch, y, last): the outputs are allocated (uninitialised) and filled by
+    ``launch.run()``. ``blocks`` overrides the table (tests force small blocks with it).
+    """
+    b, dim, length = u.shape
+    g, n = B.shape[1], B.shape[2]
+    dg = dim // g
+    blocks = blocks or scan_blocks("fwd", n, length)
+    y = torch.empty_like(u)
+    last = torch.empty(b, dim, n, dtype=torch.float32, device=u.device)
+    n_dblk = triton.cdiv(dg, blocks.block_d)
+    args = dict(
+        u_ptr=u,
+        delta_ptr=delta,
+        A_ptr=A,
+        B_ptr=B,
+        C_ptr=C,
+        D_ptr=D if D is not None else A,
+        z_ptr=z if z is not None else A,
+        bias_ptr=delta_bias if delta_bias is not None else A,
+        y_ptr=y,
+        last_ptr=last,
+        L=length,
+        dim=dim,
+        dg=dg,
+        n_dblk=n_dblk,
+        N=n,
+    )
+    flags = dict(
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+    )
+    launch = Launch(
+        _fwd_kernel, (g * n_dblk, b), args, {**flags, **blocks.constexprs()},
+        blocks.num_warps, "selective_scan_fwd",
+    )  # fmt: skip
+    return launch, y, last
+
+
+def bwd_launch(
+    u: Tensor,
+    delta: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    z: Tensor | None,
+    delta_bias: Tensor | None,
+    delta_softplus: bool,
+    dy: Tensor,
+    dlast: Tensor | None,
+    blocks: ScanBlocks | None = None,
+) -> tuple[Launch, dict[str, Tensor | None]]:
+    """The backward launch of prepared inputs; returns (launch, its output buffers by name).
+
+    Buffers: du, ddelta, dz (like u / delta / z), dA (batch, dim, N), dB / dC partials
+    (batch, G, n_dblk, N, L), dD / dbias (batch, dim), all float32 except du, ddelta, dz.
+    """
+    b, dim, length = u.shape
+    g, n = B.shape[1], B.shape[2]
+    dg = dim // g
+    blocks = blocks or scan_blocks("bwd", n, length)
+    n_dblk = triton.cdiv(dg, blocks.block_d)
+    n_tiles = triton.cdiv(length, blocks.block_l)
+    f32 = dict(dtype=torch.float32, device=u.device)
+    out = dict(
+        du=torch.empty_like(u),
+        ddelta=torch.empty_like(delta),
+        dz=torch.empty_like(z) if z is not None else None,
+        dA=torch.empty(b, dim, n, **f32),
+        dB=torch.empty(b, g, n_dblk, n, length, **f32),
+        dC=torch.empty(b, g, n_dblk, n, length, **f32),
+        dD=torch.empty(b, dim, **f32),
+        dbias=torch.empty(b, dim, **f32),
+    )
+    starts = torch.empty(b, dim, n_tiles, n, **f32)
+    args = dict(
+        u_ptr=u,
+        delta_ptr=delta,
+        A_ptr=A,
+        B_ptr=B,
+        C_ptr=C,
+        D_ptr=D if D is not None else A,
+        z_ptr=z if z is not None else A,
+        bias_ptr=delta_bias if delta_bias is not None else A,
+        dy_ptr=dy,
+        dlast_ptr=dlast if dlast is not None else A,
+        starts_ptr=starts,
+        du_ptr=out["du"],
+        ddelta_ptr=out["ddelta"],
+        dz_ptr=out["dz"] if z is not None else A,
+        dA_ptr=out["dA"],
+        dB_ptr=out["dB"],
+        dC_ptr=out["dC"],
+        dD_ptr=out["dD"],
+        dbias_ptr=out["dbias"],
+        L=length,
+        dim=dim,
+        dg=dg,
+        n_dblk=n_dblk,
+        N=n,
+        n_chunks=n_tiles,
+    )
+    flags = dict(
+        HAS_D=D is not None,
+        HAS_Z=z is not None,
+        HAS_BIAS=delta_bias is not None,
+        SOFTPLUS=bool(delta_softplus),
+        HAS_DLAST=dlast is not None,
+    )
+    launch = Launch(
+        _bwd_kernel, (g * n_dblk, b), args, {**flags, **blocks.constexprs()},
+        blocks.num_warps, "selective_scan_bwd",
+    )  # fmt: skip
+    return launch, out
+
+
 def selective_scan_fwd(
     u: Tensor,
     delta: Tensor,
@@ -331,44 +190,19 @@ def selective_scan_fwd(
     z: Tensor | None = None,
     delta_bias: Tensor | None = None,
     delta_softplus: bool = False,
+    blocks: ScanBlocks | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Triton forward; same contract as :func:`vmamba_ops.selective_scan.cpu.selective_scan_fwd`."""
+    """Triton forward; same contract as :func:`vmamba_ops.selective_scan.cpu.selective_scan_fwd`.
+
+    ``blocks`` overrides the block table (tests use it to force several tiles and channel
+    blocks on small shapes).
+    """
     _check_dtype(u)
     u, delta, A, B, C, D, z, delta_bias = _prep(u, delta, A, B, C, D, z, delta_bias)
-    b, dim, length = u.shape
-    g, n = B.shape[1], B.shape[2]
-    dg = dim // g
-    y = torch.empty_like(u)
-    last = torch.empty(b, dim, n, dtype=torch.float32, device=u.device)
-    if length == 0:
+    launch, y, last = fwd_launch(u, delta, A, B, C, D, z, delta_bias, delta_softplus, blocks)
+    if u.shape[2] == 0:
         return y, last.zero_()
-    block_d, block_n, block_l = _blocks(n, 4096)
-    n_dblk = triton.cdiv(dg, block_d)
-    dummy = A
-    _fwd_kernel[(g * n_dblk, b)](
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-        y,
-        last,
-        length,
-        dim,
-        dg,
-        n_dblk,
-        n,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus),
-        BLOCK_D=block_d,
-        BLOCK_N=block_n,
-        BLOCK_L=block_l,
-    )
+    launch.run()
     return y, last
 
 
@@ -384,74 +218,69 @@ def selective_scan_bwd(
     delta_softplus: bool,
     dy: Tensor,
     dlast: Tensor | None = None,
+    blocks: ScanBlocks | None = None,
 ) -> tuple[Tensor | None, ...]:
-    """Triton backward; same contract as ``vmamba_ops.selective_scan.cpu.selective_scan_bwd``."""
+    """Triton backward; same contract as ``vmamba_ops.selective_scan.cpu.selective_scan_bwd``.
+
+    Returns the gradients of (u, delta, A, B, C, D, z, delta_bias) in their dtypes and shapes
+    (None for absent inputs).
+    """
     _check_dtype(u)
     orig = (u, delta, A, B, C, D, z, delta_bias)
     u, delta, A, B, C, D, z, delta_bias = _prep(u, delta, A, B, C, D, z, delta_bias)
-    b, dim, length = u.shape
-    g, n = B.shape[1], B.shape[2]
-    dg = dim // g
-    f32 = dict(dtype=torch.float32, device=u.device)
-    if length == 0:
+    if u.shape[2] == 0:
         return tuple(torch.zeros_like(t) if t is not None else None for t in orig)
-    block_d, block_n, block_l = _blocks(n, 2048)
-    n_dblk = triton.cdiv(dg, block_d)
-    n_chunks = math.ceil(length / block_l)
-    dy = dy.contiguous()
-    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-    dz = torch.empty_like(z) if z is not None else None
-    starts = torch.empty(b, dim, n_chunks, n, **f32)
-    dA = torch.empty(b, dim, n, **f32)
-    dB_part = torch.empty(b, g, n_dblk, n, length, **f32)
-    dC_part = torch.empty(b, g, n_dblk, n, length, **f32)
-    dD = torch.empty(b, dim, **f32)
-    dbias = torch.empty(b, dim, **f32)
-    dlast_c = dlast.to(torch.float32).contiguous() if dlast is not None else None
-    dummy = A
-    _bwd_kernel[(g * n_dblk, b)](
-        u,
-        delta,
-        A,
-        B,
-        C,
-        D if D is not None else dummy,
-        z if z is not None else dummy,
-        delta_bias if delta_bias is not None else dummy,
-        dy,
-        dlast_c if dlast_c is not None else dummy,
-        starts,
-        du,
-        ddelta,
-        dz if dz is not None else dummy,
-        dA,
-        dB_part,
-        dC_part,
-        dD,
-        dbias,
-        length,
-        dim,
-        dg,
-        n_dblk,
-        n,
-        n_chunks,
-        HAS_D=D is not None,
-        HAS_Z=z is not None,
-        HAS_BIAS=delta_bias is not None,
-        SOFTPLUS=bool(delta_softplus),
-        HAS_DLAST=dlast is not None,
-        BLOCK_D=block_d,
-        BLOCK_N=block_n,
-        BLOCK_L=block_l,
+    dlast = dlast.to(torch.float32).contiguous() if dlast is not None else None
+    launch, out = bwd_launch(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, dy.contiguous(), dlast, blocks
     )
+    launch.run()
     o_u, o_delta, o_A, o_B, o_C, o_D, o_z, o_bias = orig
     return (
-        du,
-        ddelta,
-        dA.sum(0).to(o_A.dtype),
-        dB_part.sum(2).view(o_B.shape).to(o_B.dtype),
-        dC_part.sum(2).view(o_C.shape).to(o_C.dtype),
-        dD.sum(0).to(o_D.dtype) if o_D is not None else None,
-        dz,
-        dbias.sum(0).to(o_bias.dtype) if o_bias is not None else None,
+        out["du"],
+        out["ddelta"],
+        out["dA"].sum(0).to(o_A.dtype),
+        out["dB"].sum(2).view(o_B.shape).to(o_B.dtype),
+        out["dC"].sum(2).view(o_C.shape).to(o_C.dtype),
+        out["dD"].sum(0).to(o_D.dtype) if o_D is not None else None,
+        out["dz"],
+        out["dbias"].sum(0).to(o_bias.dtype) if o_bias is not None else None,
     )
+
+
+def launch_for_shape(
+    kind: str,
+    batch: int,
+    dim: int,
+    length: int,
+    n: int,
+    groups: int,
+    dtype: torch.dtype,
+    *,
+    has_d: bool = True,
+    has_z: bool = False,
+    has_bias: bool = True,
+    softplus: bool = True,
+    has_dlast: bool = False,
+    blocks: ScanBlocks | None = None,
+) -> Launch:
+    """The launch ``kind`` ('fwd' / 'bwd') would make for these shapes, on ``meta`` tensors.
+
+    Inputs u, delta, B, C, z (and dy) have ``dtype``; A, D, delta_bias float32 as in the
+    models. Used by the compile report and its test (nothing is allocated or run).
+    """
+    m = dict(device="meta")
+    u = torch.empty(batch, dim, length, dtype=dtype, **m)
+    bc = torch.empty(batch, groups, n, length, dtype=dtype, **m)
+    A = torch.empty(dim, n, **m)
+    vec = torch.empty(dim, **m)
+    inputs = (
+        u, u.clone(), A, bc, bc.clone(), vec if has_d else None, u.clone() if has_z else None,
+        vec.clone() if has_bias else None, softplus,
+    )  # fmt: skip
+    if kind == "fwd":
+        return fwd_launch(*inputs, blocks=blocks)[0]
+    if kind != "bwd":
+        raise ValueError(f"unknown scan kernel kind {kind!r}; expected 'fwd' or 'bwd'")
+    dlast = torch.empty(batch, dim, n, **m) if has_dlast else None
+    return bwd_launch(*inputs, u.clone(), dlast, blocks=blocks)[0]

@@ -19,7 +19,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-KERNELS = [REPO / "ops" / "selective_scan" / "triton.py", REPO / "ops" / "cross_scan" / "triton.py"]
+KERNELS = [
+    REPO / "ops" / "selective_scan" / "triton_kernels.py",
+    REPO / "ops" / "cross_scan" / "triton.py",
+]
 
 pytestmark = pytest.mark.triton
 
@@ -28,7 +31,7 @@ def _require_triton_kernels() -> None:
     if importlib.util.find_spec("triton") is None:
         pytest.skip("triton is not installed")
     if not KERNELS[0].is_file():
-        pytest.skip("ops/selective_scan/triton.py does not exist (yet)")
+        pytest.skip("ops/selective_scan/triton_kernels.py does not exist (yet)")
 
 
 @pytest.mark.parametrize("path", KERNELS, ids=lambda p: p.parent.name)
