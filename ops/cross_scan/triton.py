@@ -9,9 +9,12 @@ expressed through runtime strides; only the pattern and the direction are compil
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+
+from ..triton_aot import Launch
 
 _PATTERN_ID = {"cross": 0, "unidi": 1, "bidi": 2, "cascade": 3}
 
@@ -94,55 +97,84 @@ def _cross_kernel(
             tl.store(y_ptr + y_base + k * syk + r[:, None] * syl, v, mask=mask)
 
 
-def _launch(x: Tensor, y: Tensor, pattern: str, merge: bool, x_view: Tensor, y_view: Tensor):
-    """x_view: x seen as (B, C, H, W); y_view: y seen as (B, K, C, L) (permuted views)."""
+# pixels x channels per program (a (64, 16) tile: 8 values per thread with 4 warps)
+BLOCK_P, BLOCK_C, NUM_WARPS = 64, 16, 4
+
+
+def cross_launch(
+    x: Tensor, y: Tensor, pattern: str, merge: bool, x_view: Tensor, y_view: Tensor
+) -> Launch:
+    """The launch of one scan (``merge=False``: x -> y) or merge (y -> x).
+
+    x_view: x seen as (B, C, H, W); y_view: y seen as (B, K, C, L) (permuted views of the
+    same storage). Grid: (ceil(H*W / BLOCK_P), ceil(C / BLOCK_C), B).
+    """
     b, c, h, w = x_view.shape
-    if x_view.numel() == 0:
-        return
-    block_p, block_c = 64, 16
-    grid = (triton.cdiv(h * w, block_p), triton.cdiv(c, block_c), b)
-    _cross_kernel[grid](
-        x,
-        y,
-        c,
-        h,
-        w,
-        *x_view.stride(),
-        *y_view.stride(),
-        PATTERN=_PATTERN_ID[pattern],
-        MERGE=merge,
-        BLOCK_P=block_p,
-        BLOCK_C=block_c,
+    args = dict(x_ptr=x, y_ptr=y, C=c, H=h, W=w)
+    args.update(zip(("sxb", "sxc", "sxh", "sxw"), x_view.stride()))
+    args.update(zip(("syb", "syk", "syc", "syl"), y_view.stride()))
+    grid = (triton.cdiv(h * w, BLOCK_P), triton.cdiv(c, BLOCK_C), b)
+    consts = dict(PATTERN=_PATTERN_ID[pattern], MERGE=merge, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
+    return Launch(
+        _cross_kernel, grid, args, consts, NUM_WARPS, "cross_" + ("merge" if merge else "scan")
     )
+
+
+def _scan_plan(x: Tensor, pattern: str, channel_first: bool) -> tuple[Launch, Tensor]:
+    if channel_first:
+        b, c, h, w = x.shape
+        y = x.new_empty(b, 4, c, h * w)
+        return cross_launch(x, y, pattern, False, x, y), y
+    b, h, w, c = x.shape
+    y = x.new_empty(b, h * w, 4, c)
+    return cross_launch(x, y, pattern, False, x.permute(0, 3, 1, 2), y.permute(0, 2, 3, 1)), y
+
+
+def _merge_plan(y: Tensor, pattern: str, channel_first: bool) -> tuple[Launch, Tensor]:
+    if channel_first:
+        b, k, c, h, w = y.shape
+        x = y.new_empty(b, c, h, w)
+        return cross_launch(x, y, pattern, True, x, y.view(b, k, c, h * w)), x
+    b, h, w, k, c = y.shape
+    x = y.new_empty(b, h, w, c)
+    y_view = y.view(b, h * w, k, c).permute(0, 2, 3, 1)
+    return cross_launch(x, y, pattern, True, x.permute(0, 3, 1, 2), y_view), x
 
 
 def cross_scan_triton(x: Tensor, pattern: str = "cross", channel_first: bool = True) -> Tensor:
     """(B, C, H, W) -> (B, K, C, H*W), or (B, H, W, C) -> (B, H*W, K, C)."""
-    if channel_first:
-        b, c, h, w = x.shape
-        y = x.new_empty(b, 4, c, h * w)
-        _launch(x, y, pattern, False, x, y)
-    else:
-        b, h, w, c = x.shape
-        y = x.new_empty(b, h * w, 4, c)
-        _launch(x, y, pattern, False, x.permute(0, 3, 1, 2), y.permute(0, 2, 3, 1))
+    launch, y = _scan_plan(x, pattern, channel_first)
+    if x.numel():
+        launch.run()
     return y
 
 
 def cross_merge_triton(y: Tensor, pattern: str = "cross", channel_first: bool = True) -> Tensor:
     """(B, K, C, H, W) -> (B, C, H, W), or (B, H, W, K, C) -> (B, H, W, C)."""
-    y = y.contiguous()
-    if channel_first:
-        b, k, c, h, w = y.shape
-        x = y.new_empty(b, c, h, w)
-        _launch(x, y, pattern, True, x, y.view(b, k, c, h * w))
-    else:
-        b, h, w, k, c = y.shape
-        x = y.new_empty(b, h, w, c)
-        _launch(
-            x, y, pattern, True, x.permute(0, 3, 1, 2), y.view(b, h * w, k, c).permute(0, 2, 3, 1)
-        )
+    launch, x = _merge_plan(y.contiguous(), pattern, channel_first)
+    if x.numel():
+        launch.run()
     return x
 
 
-__all__ = ["cross_merge_triton", "cross_scan_triton"]
+def launch_for_shape(
+    batch: int,
+    channels: int,
+    h: int,
+    w: int,
+    dtype: torch.dtype,
+    pattern: str,
+    merge: bool,
+    channel_first: bool = True,
+) -> Launch:
+    """The launch a scan / merge of these shapes makes, on ``meta`` tensors (for the report)."""
+    if channel_first:
+        shape = (batch, 4, channels, h, w) if merge else (batch, channels, h, w)
+    else:
+        shape = (batch, h, w, 4, channels) if merge else (batch, h, w, channels)
+    t = torch.empty(shape, dtype=dtype, device="meta")
+    plan = _merge_plan if merge else _scan_plan
+    return plan(t, pattern, channel_first)[0]
+
+
+__all__ = ["cross_launch", "cross_merge_triton", "cross_scan_triton", "launch_for_shape"]
