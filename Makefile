@@ -22,3 +22,22 @@ test-fast: lint
 # The main job on the bundled (generated) demo data: train + evaluate Mask R-CNN and UperNet.
 demo: env
 	$(PY) tools/demo.py --out work_dirs/demo
+
+# The GPU check (tools/gpu_check/README.md), run ON the lent GPU machine: installs the wheels
+# carried in .whl (tools/gpu_check/prepare_wheels.sh) into GPU_CHECK_SITE and runs the check with
+# that machine's python3 (no .venv there). GPU_CHECK_ARGS=--dry-run rehearses it on a CPU.
+GPU_CHECK_PY ?= python3
+GPU_CHECK_SITE ?= /tmp/site
+GPU_CHECK_OUT ?= work_dirs/gpu_check
+GPU_CHECK_ARGS ?=
+
+.PHONY: gpu-check
+gpu-check:
+	@set -e; pp="$${PYTHONPATH:-}"; \
+	if ls .whl/*.whl >/dev/null 2>&1; then \
+	  $(GPU_CHECK_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+	    --upgrade --target $(GPU_CHECK_SITE) .whl/*.whl; \
+	  pp="$(GPU_CHECK_SITE)$${pp:+:$$pp}"; \
+	fi; \
+	PYTHONPATH="$$pp" PYTHONUNBUFFERED=1 $(GPU_CHECK_PY) tools/gpu_check/run.py \
+	  --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

@@ -1,0 +1,1 @@
+"""The one-command GPU check (``make gpu-check``); see ``run.py`` and ``README.md``."""
