@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mmvmamba.checkpoint import CheckpointError, load_checkpoint_file, load_state_dict_checked
+from mmvmamba.checkpoint.io import diff_state_dict, unwrap_checkpoint
 
 
 class _RunsCode:
@@ -121,3 +122,54 @@ def test_getattr_is_allowed_only_for_history_buffer_statistics(tmp_path):
     torch.save({"x": _ReachesAttribute()}, path)
     with pytest.raises(CheckpointError, match="allow-list"):
         load_checkpoint_file(path)
+
+
+# ---------------------------------------------------------------------- one unwrapping rule
+W = torch.zeros(2)
+
+
+@pytest.mark.parametrize(
+    "checkpoint, use_ema, expected",
+    [
+        ({"a": W}, False, {"a": W}),  # flat
+        ({"state_dict": {"a": W}, "meta": {}}, False, {"a": W}),  # mmengine
+        ({"model": {"a": W}, "model_ema": {"b": W}, "epoch": 3}, False, {"a": W}),  # official
+        ({"model": {"a": W}, "model_ema": {"b": W}}, True, {"b": W}),
+        ({"model_ema": {"module": {"b": W}}}, True, {"b": W}),  # timm ModelEma
+        ({"state_dict": {"module.a": W, "module.b": W}}, False, {"a": W, "b": W}),  # DDP
+    ],
+    ids=["flat", "state_dict", "model", "model_ema", "ema-module", "ddp-prefix"],
+)
+def test_unwrap_checkpoint_rules(checkpoint, use_ema, expected):
+    got = unwrap_checkpoint(checkpoint, use_ema=use_ema)
+    assert got.keys() == expected.keys() and all(got[k] is W for k in got)
+
+
+def test_unwrap_checkpoint_errors():
+    with pytest.raises(CheckpointError, match="no 'model_ema' entry"):
+        unwrap_checkpoint({"model": {"a": W}}, use_ema=True)
+    with pytest.raises(CheckpointError, match=r"\['epoch'\] are not tensors"):
+        unwrap_checkpoint({"a": W, "epoch": 3})
+
+
+def test_diff_state_dict_names_each_kind():
+    own = {"a": torch.zeros(2), "b": torch.zeros(3), "c": torch.zeros(1)}
+    report = diff_state_dict(own, {"a": torch.zeros(2), "b": torch.zeros(4), "d": torch.zeros(1)})
+    assert report.missing == ["c"] and report.unexpected == ["d"]
+    assert report.mismatched == [("b", (4,), (3,))]
+    assert diff_state_dict(own, own).ok
+
+
+def test_register_hook_reaches_every_framework_registry():
+    from mmengine.hooks import Hook
+    from mmengine.registry import HOOKS
+    from mmpretrain.registry import HOOKS as PRETRAIN_HOOKS
+
+    from mmvmamba.registry import register_hook
+
+    @register_hook
+    class _ProbeHook(Hook):
+        pass
+
+    assert HOOKS.get("_ProbeHook") is _ProbeHook
+    assert PRETRAIN_HOOKS.get("_ProbeHook") is _ProbeHook

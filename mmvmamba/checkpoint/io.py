@@ -3,9 +3,11 @@
 Every checkpoint mmvmamba reads goes through :func:`load_checkpoint_file`:
 ``torch.load(weights_only=True)`` with a narrow allow-list, so a pickle that would run code is
 refused, and a missing, truncated or corrupt file fails with one clear :class:`CheckpointError`
-naming the file. Every state dict mmvmamba loads goes through :func:`load_state_dict_checked`,
-which names each missing, unexpected and mis-shaped key instead of loading part of a model in
-silence.
+naming the file. :func:`unwrap_checkpoint` is the one rule for finding the weights inside a file
+(``state_dict`` of mmengine, ``model`` / ``model_ema`` of the official releases, ``module`` /
+``module.`` of model wrappers). :func:`diff_state_dict` is the one key comparison, used by
+:func:`load_state_dict_checked`, which names each missing, unexpected and mis-shaped key instead
+of loading part of a model in silence.
 """
 
 from __future__ import annotations
@@ -23,13 +25,20 @@ from typing import Any
 import torch
 from torch import nn
 
+from .hooks import convert_for_loading
+
 __all__ = [
     "CheckpointError",
     "LoadReport",
     "allow_safe_globals",
+    "diff_state_dict",
     "load_checkpoint_file",
     "load_state_dict_checked",
     "local_checkpoint_path",
+    "classifier_layout",
+    "select_prefix",
+    "split_prefix",
+    "unwrap_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
@@ -210,6 +219,98 @@ class LoadReport:
         return "; ".join(parts) if parts else "all keys match"
 
 
+def unwrap_checkpoint(checkpoint: Mapping, use_ema: bool = False) -> dict[str, torch.Tensor]:
+    """The flat ``{name: tensor}`` weights inside a loaded checkpoint.
+
+    The rules, in order: ``model_ema`` when ``use_ema``; else ``state_dict`` (mmengine) or
+    ``model`` (official VMamba / Vim releases, timm); else the dict itself. A nested ``module``
+    dict (timm's ``ModelEma``) is opened, and a ``module.`` prefix carried by every key
+    (``DistributedDataParallel``) is stripped. Tensors are shared, not copied.
+
+    Raises:
+        CheckpointError: ``use_ema`` without a ``model_ema`` entry, or non-tensor entries.
+    """
+    if not isinstance(checkpoint, Mapping):
+        raise CheckpointError(f"expected a dict checkpoint, got {type(checkpoint).__name__}")
+    if use_ema:
+        if not isinstance(checkpoint.get("model_ema"), Mapping):
+            raise CheckpointError(
+                "use_ema=True but the checkpoint has no 'model_ema' entry (top-level keys: "
+                f"{sorted(checkpoint)[:10]}); load its 'model' weights with use_ema=False"
+            )
+        state = checkpoint["model_ema"]
+    else:
+        state = next(
+            (
+                checkpoint[k]
+                for k in ("state_dict", "model")
+                if isinstance(checkpoint.get(k), Mapping)
+            ),
+            checkpoint,
+        )
+    if isinstance(state.get("module"), Mapping):
+        state = state["module"]
+    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(
+            f"not a state dict: entries {bad[:5]} are not tensors (expected a checkpoint with "
+            "'state_dict', 'model' or 'model_ema', or a flat {name: tensor} dict)"
+        )
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def split_prefix(
+    state: Mapping[str, torch.Tensor], prefix: str
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``(entries not under prefix, entries under prefix with it stripped)``."""
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    under = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return rest, under
+
+
+def select_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The entries of ``state`` under ``prefix`` (e.g. ``'backbone.'``), with it stripped.
+
+    Raises:
+        CheckpointError: no key starts with ``prefix``.
+    """
+    selected = split_prefix(state, prefix)[1]
+    if not selected:
+        raise CheckpointError(
+            f"no key of the checkpoint starts with prefix {prefix!r} (first keys: "
+            f"{list(state)[:5]}); check the prefix option or drop it"
+        )
+    return selected
+
+
+def classifier_layout(
+    backbone: Mapping[str, torch.Tensor], head: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Keys of mmpretrain's ``ImageClassifier`` with a ``LinearClsHead``: ``backbone.*`` for
+    the backbone's state, ``head.fc.*`` for a linear head's ``weight`` / ``bias``."""
+    out = {f"backbone.{k}": v for k, v in backbone.items()}
+    out.update({f"head.fc.{k}": v for k, v in head.items()})
+    return out
+
+
+def diff_state_dict(
+    own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]
+) -> LoadReport:
+    """Compare the keys and shapes of ``state`` with a model's own state dict ``own``."""
+    report = LoadReport()
+    for key, value in state.items():
+        if key not in own:
+            report.unexpected.append(key)
+            continue
+        shape = tuple(getattr(value, "shape", ()))
+        if shape != tuple(own[key].shape):
+            report.mismatched.append((key, shape, tuple(own[key].shape)))
+    report.missing = [k for k in own if k not in state]
+    return report
+
+
 def load_state_dict_checked(
     module: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -218,6 +319,9 @@ def load_state_dict_checked(
     source: str = "state dict",
 ) -> LoadReport:
     """Load ``state_dict`` into ``module``, naming every key that does not fit.
+
+    The keys are compared after the conversions the module's submodules apply while loading
+    (official names, resized position embeddings: :func:`.hooks.convert_for_loading`).
 
     Args:
         module: the model to load into.
@@ -233,17 +337,11 @@ def load_state_dict_checked(
     Raises:
         CheckpointError: strict loading and the keys do not match.
     """
+    state_dict = convert_for_loading(module, state_dict)
     own = module.state_dict()
-    report = LoadReport()
-    loadable = {}
-    for key, value in state_dict.items():
-        if key not in own:
-            report.unexpected.append(key)
-        elif tuple(value.shape) != tuple(own[key].shape):
-            report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
-        else:
-            loadable[key] = value
-    report.missing = [k for k in own if k not in state_dict]
+    report = diff_state_dict(own, state_dict)
+    bad = set(report.unexpected) | {k for k, _, _ in report.mismatched}
+    loadable = {k: v for k, v in state_dict.items() if k not in bad}
     if not report.ok:
         if strict:
             raise CheckpointError(

@@ -1,18 +1,23 @@
-"""Official Vim (hustvl/Vim) checkpoints -> mmvmamba state dicts.
+"""Official Vim (hustvl/Vim) checkpoints -> mmvmamba names, and the position-embedding resize.
 
 The official ``main.py`` saves ``{'model', 'model_ema', 'optimizer', 'lr_scheduler', 'epoch',
 'scaler', 'args'}`` where ``model`` is the ``VisionMamba`` state dict. Our backbone keeps the
 official parameter names, so the conversion is only:
 
-* pick ``model`` (or ``model_ema``),
-* prefix backbone keys with ``backbone.`` and rename ``head.*`` -> ``head.fc.*`` (mmpretrain
-  ``ImageClassifier`` with a ``LinearClsHead``),
-* optionally resize the position embedding to another patch grid, keeping the MIDDLE class
-  token in its slot (:func:`resize_vim_pos_embed`).
+* the weights are found by :func:`~mmvmamba.checkpoint.io.unwrap_checkpoint`,
+* the official ``head.*`` is the classifier's linear layer: mmpretrain's ``head.fc.*``
+  (:data:`HEAD_PREFIX`); the rest is the backbone,
+* the position embedding is resized to the model's patch grid, keeping the MIDDLE class token
+  in its slot (:func:`resize_vim_pos_embed`).
 
 The released "midclstok" models put the class token at index ``M // 2`` of the ``M + 1``
 tokens (``M`` patches). The early January-2024 releases (head class token + RoPE) are refused
-with a clear message: their token layout differs while their ``pos_embed`` shape does not.
+with a clear message (:func:`check_vim_release`): their token layout differs while their
+``pos_embed`` shape does not.
+
+The same functions serve the load-time conversion of the backbone
+(:meth:`Vim.convert_state_dict`, see :mod:`mmvmamba.checkpoint.hooks`) and the offline
+converter :func:`convert_vim_checkpoint` (``tools/model_converters/vim_to_mmvmamba.py``).
 """
 
 from __future__ import annotations
@@ -23,16 +28,20 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from .io import CheckpointError
+from .io import CheckpointError, classifier_layout, split_prefix, unwrap_checkpoint
 
 __all__ = [
+    "HEAD_PREFIX",
+    "check_vim_release",
     "convert_vim_checkpoint",
     "infer_vim_grid",
+    "is_official_vim",
     "resize_middle_cls",
     "resize_vim_pos_embed",
+    "vim_release_name",
 ]
 
-_CLASSIFIER_HEAD = {"head.weight": "head.fc.weight", "head.bias": "head.fc.bias"}
+HEAD_PREFIX = "head."  # the official classifier's linear layer
 
 
 def infer_vim_grid(num_tokens: int) -> tuple[int, int]:
@@ -112,8 +121,42 @@ def resize_middle_cls(
     return torch.cat([patch_pe[:, :dst_cls], cls_pe, patch_pe[:, dst_cls:]], dim=1)
 
 
-def _is_official(state_dict: Mapping) -> bool:
-    return "pos_embed" in state_dict and "patch_embed.proj.weight" in state_dict
+def is_official_vim(state: Mapping) -> bool:
+    """Whether ``state`` holds Vim backbone keys without a prefix."""
+    return "pos_embed" in state and "patch_embed.proj.weight" in state
+
+
+def vim_release_name(checkpoint: Mapping) -> str:
+    """The official model name a file was trained as (``args.model``), or ``''``."""
+    return str(getattr(checkpoint.get("args"), "model", "") or "")
+
+
+def check_vim_release(checkpoint: Mapping) -> None:
+    """Refuse the early Vim releases (RoPE, class token first) that load without a shape error
+    but compute something else.
+
+    Args:
+        checkpoint: an official file (``args`` and ``model`` / ``model_ema`` are looked at) or a
+            flat state dict without prefix.
+
+    Raises:
+        CheckpointError: RoPE keys, or an ``args.model`` that is not a middle-class-token Vim.
+    """
+    for weights in (checkpoint, checkpoint.get("model"), checkpoint.get("model_ema")):
+        rope = [k for k in weights or () if str(k).startswith("rope.")]
+        if rope:
+            raise CheckpointError(
+                f"this is an early Vim release with RoPE ({rope[0]}) and a head class token; "
+                "only the 'midclstok' checkpoints (vim_t_midclstok_76p1acc.pth, "
+                "vim_s_midclstok_80p5acc.pth, their _ft_ stride-8 versions, Vim-base-midclstok) "
+                "are supported"
+            )
+    name = vim_release_name(checkpoint)
+    if name and "vim" in name and "midclstok" not in name and "middle_cls_token" not in name:
+        raise CheckpointError(
+            f"checkpoint was trained as '{name}', not a middle-class-token Vim; only the "
+            "'midclstok' releases are supported"
+        )
 
 
 def convert_vim_checkpoint(
@@ -122,7 +165,7 @@ def convert_vim_checkpoint(
     grid: tuple[int, int] | None = None,
     src_grid: tuple[int, int] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Map an official Vim checkpoint to an mmpretrain ``ImageClassifier`` state dict.
+    """Map an official Vim checkpoint to an mmpretrain ``ImageClassifier`` state dict, offline.
 
     Already converted input (keys ``backbone.*``, optionally wrapped in ``state_dict``) is passed
     through, only resized to ``grid``, so callers can feed any Vim checkpoint to this function.
@@ -130,7 +173,7 @@ def convert_vim_checkpoint(
     Args:
         checkpoint: the loaded official file (dict with ``model``/``model_ema``), a bare official
             state dict, or an mmvmamba/mmengine checkpoint (``state_dict`` with ``backbone.*``).
-        use_ema: take ``model_ema`` instead of ``model`` (official files only).
+        use_ema: take ``model_ema`` instead of ``model``.
         grid: target patch grid ``(h, w)``; ``None`` keeps the checkpoint's.
         src_grid: the checkpoint's patch grid; ``None`` infers a square one.
 
@@ -142,47 +185,11 @@ def convert_vim_checkpoint(
         CheckpointError: the EMA weights are asked for but absent, the checkpoint is not a Vim
             one, or it is an unsupported early (RoPE / head-class-token) release.
     """
-    if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"expected a dict checkpoint, got {type(checkpoint).__name__}")
-    if use_ema:
-        if "model_ema" not in checkpoint:
-            raise CheckpointError(
-                "use_ema=True but the checkpoint has no 'model_ema' entry "
-                f"(top-level keys: {sorted(checkpoint)[:10]}); use the 'model' weights instead"
-            )
-        state = checkpoint["model_ema"]
-    elif "model" in checkpoint:
-        state = checkpoint["model"]
-    elif "state_dict" in checkpoint:
-        state = checkpoint["state_dict"]
-    else:
-        state = checkpoint
-    state = dict(state)
-
-    rope = [k for k in state if k.startswith("rope.")]
-    if rope:
-        raise CheckpointError(
-            f"this is an early Vim release with RoPE ({rope[0]}) and a head class token; only the "
-            "'midclstok' checkpoints (vim_t_midclstok_76p1acc.pth, vim_s_midclstok_80p5acc.pth, "
-            "their _ft_ stride-8 versions, Vim-base-midclstok) are supported"
-        )
-    args = checkpoint.get("args")
-    model_name = str(getattr(args, "model", "") or "")
-    if (
-        model_name
-        and "vim" in model_name
-        and "midclstok" not in model_name
-        and "middle_cls_token" not in model_name
-    ):
-        raise CheckpointError(
-            f"checkpoint was trained as '{model_name}', not a middle-class-token Vim; only the "
-            "'midclstok' releases are supported"
-        )
-
-    if _is_official(state):
-        out = {}
-        for key, value in state.items():
-            out[_CLASSIFIER_HEAD.get(key, "backbone." + key)] = value
+    state = unwrap_checkpoint(checkpoint, use_ema=use_ema)
+    check_vim_release({**checkpoint, "model": state})
+    if is_official_vim(state):
+        backbone, head = split_prefix(state, HEAD_PREFIX)
+        out = classifier_layout(backbone, head)
     elif any(k.startswith("backbone.") for k in state):
         out = state
     else:
@@ -190,7 +197,6 @@ def convert_vim_checkpoint(
             "not a Vim checkpoint: expected 'pos_embed' and 'patch_embed.proj.weight' (official "
             f"layout) or 'backbone.*' keys (converted); found e.g. {sorted(state)[:5]}"
         )
-
     if grid is not None and "backbone.pos_embed" in out:
         pos = out["backbone.pos_embed"]
         src = tuple(src_grid) if src_grid is not None else infer_vim_grid(pos.shape[1])

@@ -1,23 +1,21 @@
-"""Official VMamba (MzeroMiko/VMamba) checkpoints -> mmvmamba state dicts.
+"""Official VMamba (MzeroMiko/VMamba) checkpoint names -> mmvmamba names.
 
 Our :class:`~mmvmamba.models.backbones.VMamba` keeps the official module and parameter names
 (``patch_embed.*``, ``layers.{i}.blocks.{j}.{norm,op,norm2,mlp}.*``, ``layers.{i}.downsample.*``,
 the raw SS2D parameters ``x_proj_weight``, ``A_logs``, ``Ds``, ``dt_projs_weight``,
 ``dt_projs_bias``, and ``outnorm{i}`` of the detection / segmentation backbones), so the mapping
-is short:
+(:func:`rename_vmamba_keys`) is short:
 
-* unwrap ``model`` (or ``model_ema`` with ``use_ema=True``) of the classification releases, or
-  ``state_dict`` of mmengine (detection / segmentation / mmpretrain) files;
-* keep only the ``backbone.`` keys of detection / segmentation / mmpretrain files (the prefix
-  is stripped; necks and heads are not part of a backbone);
 * legacy v0 names: ``patch_embed.proj`` -> ``patch_embed.0``, ``patch_embed.norm`` ->
   ``patch_embed.2``, ``blocks.{j}.ln_1`` -> ``.norm``, ``blocks.{j}.self_attention`` -> ``.op``,
   top-level ``norm`` -> ``classifier.norm``, ``head`` -> ``classifier.head``;
-* the classifier: ``classifier.norm`` -> ``outnorm{last}`` (the norm of the last stage) and
-  ``classifier.head`` -> ``head.fc`` (mmpretrain ``LinearClsHead``), dropped for a backbone.
+* ``classifier.norm`` -> ``outnorm{last}`` (the norm of the last stage);
+* ``classifier.head`` is the classifier's linear layer: mmpretrain's ``head.fc``
+  (:data:`HEAD_PREFIX`, split off by the callers).
 
-``target='classifier'`` gives the keys of mmpretrain's ``ImageClassifier`` (``backbone.*``,
-``head.fc.*``); ``target='backbone'`` the keys of a bare :class:`VMamba`.
+The same functions serve the load-time conversion of the backbone
+(:meth:`VMamba.convert_state_dict`, see :mod:`mmvmamba.checkpoint.hooks`) and the offline
+converter :func:`convert_vmamba_checkpoint` (``tools/model_converters/vmamba_to_mmvmamba.py``).
 """
 
 from __future__ import annotations
@@ -27,10 +25,11 @@ from collections.abc import Mapping
 
 import torch
 
-from .io import CheckpointError
+from .io import classifier_layout, select_prefix, split_prefix, unwrap_checkpoint
 
-__all__ = ["convert_vmamba_checkpoint"]
+__all__ = ["HEAD_PREFIX", "convert_vmamba_checkpoint", "is_official_vmamba", "rename_vmamba_keys"]
 
+HEAD_PREFIX = "classifier.head."  # the official classifier's linear layer (after renaming)
 _TARGETS = ("classifier", "backbone")
 
 # (pattern, replacement) applied in order to every key of a legacy v0 checkpoint
@@ -45,30 +44,31 @@ _LEGACY_RENAMES = (
 _STAGE = re.compile(r"^layers\.(\d+)\.")
 
 
-def _unwrap(ckpt: Mapping, use_ema: bool) -> dict:
-    """The flat ``{name: tensor}`` dict inside a checkpoint (or the dict itself)."""
-    if use_ema:
-        if "model_ema" not in ckpt:
-            raise CheckpointError(
-                "use_ema=True but the checkpoint has no 'model_ema' entry "
-                f"(top-level keys: {sorted(ckpt)[:10]}); load it with use_ema=False"
-            )
-        state = ckpt["model_ema"]
-    elif "model" in ckpt and isinstance(ckpt["model"], Mapping):
-        state = ckpt["model"]
-    elif "state_dict" in ckpt and isinstance(ckpt["state_dict"], Mapping):
-        state = ckpt["state_dict"]
-    else:
-        state = ckpt
-    if isinstance(state, Mapping) and "module" in state and isinstance(state["module"], Mapping):
-        state = state["module"]  # timm ModelEma wrappers
-    bad = [k for k, v in state.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(
-            f"not a VMamba state dict: entries {bad[:5]} are not tensors "
-            "(expected a checkpoint with 'model'/'model_ema'/'state_dict' or a flat state dict)"
-        )
-    return dict(state)
+def is_official_vmamba(state: Mapping) -> bool:
+    """Whether ``state`` holds VMamba backbone keys without a prefix (any release)."""
+    return any(k.startswith("patch_embed.") for k in state) and any(
+        k.startswith("layers.") for k in state
+    )
+
+
+def rename_vmamba_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Official VMamba keys (no prefix, any release) -> our names; ours pass unchanged.
+
+    ``classifier.norm`` becomes ``outnorm{last}`` (``last`` = the highest ``layers.{i}``);
+    ``classifier.head.*`` keeps its name (see :data:`HEAD_PREFIX`). A new dict; tensors shared.
+    """
+    renamed: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        for pattern, repl in _LEGACY_RENAMES:
+            key = pattern.sub(repl, key)
+        renamed[key] = value
+    stages = [int(m.group(1)) for k in renamed if (m := _STAGE.match(k))]
+    last = max(stages) if stages else 3
+    norm = "classifier.norm."
+    return {
+        (f"outnorm{last}." + k[len(norm) :] if k.startswith(norm) else k): v
+        for k, v in renamed.items()
+    }
 
 
 def _is_native_classifier(state: Mapping) -> bool:
@@ -81,15 +81,15 @@ def convert_vmamba_checkpoint(
     target: str = "classifier",
     prefix: str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Map an official VMamba checkpoint (any release) to mmvmamba keys. Pure: the input is not
-    modified; tensors are shared, not copied.
+    """Map an official VMamba checkpoint (any release) to mmvmamba keys, offline. Pure: the
+    input is not modified; tensors are shared, not copied.
 
     Args:
         ckpt_or_state_dict: a loaded checkpoint (``{'model': ..., 'model_ema': ...}``,
             ``{'state_dict': ...}``) or a flat state dict, official or already converted.
         use_ema: take ``model_ema`` instead of ``model``.
         target: ``'classifier'`` (mmpretrain ``ImageClassifier``: ``backbone.*`` + ``head.fc.*``)
-            or ``'backbone'`` (a bare ``VMamba``).
+            or ``'backbone'`` (a bare ``VMamba``; the classifier head is dropped).
         prefix: keep only the keys under this prefix (stripped) before mapping, e.g.
             ``'backbone.'``. By default ``'backbone.'`` is used when any key carries it.
 
@@ -108,38 +108,12 @@ def convert_vmamba_checkpoint(
         raise TypeError(
             f"expected a checkpoint dict or state dict, got {type(ckpt_or_state_dict).__name__}"
         )
-    state = _unwrap(ckpt_or_state_dict, use_ema)
+    state = unwrap_checkpoint(ckpt_or_state_dict, use_ema)
     if target == "classifier" and prefix is None and _is_native_classifier(state):
         return dict(state)
-
     if prefix is None and any(k.startswith("backbone.") for k in state):
         prefix = "backbone."
     if prefix:
-        selected = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        if not selected:
-            raise CheckpointError(
-                f"no key of the checkpoint starts with prefix {prefix!r} "
-                f"(first keys: {list(state)[:5]}); drop the prefix option"
-            )
-        state = selected
-
-    renamed: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        for pattern, repl in _LEGACY_RENAMES:
-            key = pattern.sub(repl, key)
-        renamed[key] = value
-
-    stages = [int(m.group(1)) for k in renamed if (m := _STAGE.match(k))]
-    last = max(stages) if stages else 3
-    out: dict[str, torch.Tensor] = {}
-    for key, value in renamed.items():
-        if key.startswith("classifier.norm."):
-            key = f"outnorm{last}." + key[len("classifier.norm.") :]
-        elif key.startswith("classifier.head."):
-            if target == "backbone":
-                continue
-            key = "head.fc." + key[len("classifier.head.") :]
-            out[key] = value
-            continue
-        out[key if target == "backbone" else "backbone." + key] = value
-    return out
+        state = select_prefix(state, prefix)
+    backbone, head = split_prefix(rename_vmamba_keys(state), HEAD_PREFIX)
+    return backbone if target == "backbone" else classifier_layout(backbone, head)

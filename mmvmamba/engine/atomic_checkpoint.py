@@ -29,7 +29,7 @@ from mmengine.dist import is_main_process
 from mmengine.fileio.backends import LocalBackend, register_backend
 from mmengine.hooks import CheckpointHook
 
-from ._register import register_hook
+from ..registry import register_hook
 
 __all__ = ["ATOMIC_BACKEND", "AtomicCheckpointHook", "AtomicLocalBackend", "atomic_write_bytes"]
 

@@ -8,7 +8,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from ..checkpoint.io import CheckpointError, LoadReport
+from ..checkpoint.hooks import convert_for_loading
+from ..checkpoint.io import CheckpointError, diff_state_dict
 
 
 @HOOKS.register_module()
@@ -20,7 +21,8 @@ class CheckpointKeysHook(Hook):
     this hook raises :class:`~mmvmamba.checkpoint.CheckpointError` naming the missing,
     unexpected and mis-shaped keys; with ``strict=False`` it logs the same report. The
     ``state_dict`` entry of the checkpoint (or the checkpoint itself) is compared after
-    stripping a ``module.`` prefix, as mmengine does.
+    stripping a ``module.`` prefix, as mmengine does, and after the conversions the model's
+    backbones apply while loading (official names, resized position embeddings).
     """
 
     priority = "VERY_HIGH"
@@ -32,14 +34,7 @@ class CheckpointKeysHook(Hook):
         state = checkpoint.get("state_dict", checkpoint)
         state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
-        own = model.state_dict()
-        report = LoadReport()
-        for key, value in state.items():
-            if key not in own:
-                report.unexpected.append(key)
-            elif hasattr(value, "shape") and tuple(value.shape) != tuple(own[key].shape):
-                report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
-        report.missing = [k for k in own if k not in state]
+        report = diff_state_dict(model.state_dict(), convert_for_loading(model, state))
         if report.ok:
             runner.logger.info("checkpoint keys: all keys match the model")
             return

@@ -18,7 +18,7 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from torch import Tensor, nn
 
-from ._register import register_hook
+from ..registry import register_hook
 
 __all__ = ["NaNDetectHook", "NonFiniteError", "first_nonfinite"]
 

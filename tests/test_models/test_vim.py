@@ -77,12 +77,18 @@ def test_arch_settings_and_aliases():
     mixer = tiny.layers[0].mixer
     assert (mixer.d_inner, mixer.dt_rank, mixer.d_state, mixer.d_conv) == (384, 12, 16, 4)
     assert tiny.layers[0].norm.eps == 1e-5 and not hasattr(tiny.norm_f, "bias")
-    with pytest.raises(ValueError, match="unknown Vim arch"):
+    with pytest.raises(ValueError, match="Vim: unknown arch 'huge'"):
         Vim(arch="huge")
-    with pytest.raises(ValueError, match="missing"):
+    with pytest.raises(ValueError, match=r"missing \['num_layers'\]"):
         Vim(arch=dict(embed_dims=32))
+    with pytest.raises(ValueError, match=r"unknown \['depth'\]"):
+        Vim(arch=dict(TINY, depth=3))
     with pytest.raises(ValueError, match="out of range"):
         Vim(arch=TINY, out_indices=(3,))
+    # duplicates raise (as in VMamba), also when written once negative and once positive
+    with pytest.raises(ValueError, match=r"duplicates: layers \[2\]"):
+        Vim(arch=TINY, out_indices=(2, -1))
+    assert Vim(arch=TINY, out_indices=(-1, 0)).out_indices == (0, 2)
     with pytest.raises(ValueError, match="out_type"):
         Vim(arch=TINY, out_type="tokens")
 
@@ -207,7 +213,7 @@ def test_resize_pos_embed_keeps_middle_cls_token():
 
 def test_bad_inputs_raise_clear_errors():
     model = _tiny()
-    with pytest.raises(ValueError, match="smaller than one 16x16 patch"):
+    with pytest.raises(ValueError, match="8x64 is smaller than the patch size 16"):
         model(torch.rand(1, 3, 8, 64))
     with pytest.raises(ValueError, match="in_channels=3"):
         model(torch.rand(1, 1, 32, 32))

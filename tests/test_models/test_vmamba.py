@@ -198,9 +198,9 @@ def test_bad_inputs_raise_clear_errors(x, exc, match):
 def test_arch_validation():
     with pytest.raises(ValueError, match="unknown arch 'huge'"):
         VMamba("huge")
-    with pytest.raises(AssertionError, match=r"missing \['mlp_ratio'\]"):
+    with pytest.raises(ValueError, match=r"missing \['mlp_ratio'\]"):
         VMamba({k: v for k, v in tiny_arch().items() if k != "mlp_ratio"})
-    with pytest.raises(AssertionError, match=r"unknown \['window_size'\]"):
+    with pytest.raises(ValueError, match=r"unknown \['window_size'\]"):
         VMamba(tiny_arch(window_size=7))
     with pytest.raises(ValueError, match="dims"):
         VMamba(tiny_arch(dims=(8, 16), depths=(1, 1, 1)))

@@ -190,3 +190,70 @@ def test_unsupported_and_foreign_checkpoints():
         convert_vim_checkpoint({"state_dict": out})["backbone.pos_embed"]
         is out["backbone.pos_embed"]
     )
+
+
+# ------------------------------------------------------------------ loading without the converter
+def test_official_file_converts_while_loading_into_the_classifier(official_file):
+    """mmengine's ``load_checkpoint`` on the whole classifier (``get_model(pretrained=...)``'s
+    path) with the file as released: ``model`` unwrapped, ``head.*`` -> ``head.fc.*``."""
+    from mmengine.runner import load_checkpoint
+
+    src, model_sd, _ = official_file
+    classifier = _classifier()
+    load_checkpoint(classifier, str(src), strict=True, map_location="cpu")
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        logits = classifier(images, mode="tensor")
+    torch.testing.assert_close(logits, _reference_logits(model_sd, images), rtol=1e-9, atol=1e-10)
+
+
+@pytest.fixture
+def checkpoint_224(tmp_path):
+    """An mmengine checkpoint of a Vim classifier built at img_size 224 (14 x 14 grid)."""
+    src = _classifier(img_size=224)
+    path = tmp_path / "vim_224.pth"
+    torch.save({"state_dict": src.state_dict(), "meta": {"epoch": 1}}, path)
+    return path, src
+
+
+def _load_into_256(path: Path, how: str, work_dir: Path):
+    """A classifier built at img_size 256 (16 x 16 grid), loaded with ``path`` by ``how``."""
+    from mmengine.runner import load_checkpoint
+
+    if how == "init_cfg":
+        model = _classifier(init_cfg=dict(type="Pretrained", checkpoint=str(path)), img_size=256)
+        model.init_weights()
+        return model
+    model = _classifier(img_size=256)
+    if how == "load_checkpoint":
+        load_checkpoint(model, str(path), strict=True, map_location="cpu")
+    elif how == "load_state_dict":
+        model.load_state_dict(torch.load(path, weights_only=True)["state_dict"])
+    else:  # a runner's load_from, checked by the key hook of tools/test.py
+        from mmengine.runner import Runner
+
+        runner = Runner(
+            model=model,
+            work_dir=str(work_dir),
+            load_from=str(path),
+            default_scope="mmpretrain",
+            custom_hooks=[dict(type="CheckpointKeysHook", strict=True)],
+        )
+        runner.load_or_resume()
+    return model
+
+
+@pytest.mark.parametrize("how", ["load_checkpoint", "load_state_dict", "init_cfg", "load_from"])
+def test_checkpoint_of_another_img_size_loads_every_way(checkpoint_224, tmp_path, how):
+    """pos_embed is resized while loading, whichever way: the 256 model computes what the 224
+    model computes at 256 (where it resizes at run time)."""
+    path, src = checkpoint_224
+    model = _load_into_256(path, how, tmp_path / "work")
+    assert model.backbone.pos_embed.shape == (1, 16 * 16 + 1, 32)
+    if how != "init_cfg":  # a backbone's init_cfg loads the backbone only
+        torch.testing.assert_close(model.head.fc.weight, src.head.fc.weight, rtol=0, atol=0)
+    images = torch.randn(1, 3, 256, 256, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model.backbone(images), src.backbone(images), rtol=1e-10, atol=1e-12
+        )

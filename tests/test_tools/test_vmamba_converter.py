@@ -209,3 +209,47 @@ def test_converter_errors():
         convert_vmamba_checkpoint({"model": {"a": "text"}})
     with pytest.raises(CheckpointError, match="prefix 'student.'"):
         convert_vmamba_checkpoint({"a.b": torch.zeros(1)}, prefix="student.")
+
+
+# ------------------------------------------------------------------ loading without the converter
+@pytest.mark.parametrize(
+    "arch, legacy", [(V2_ARCH, False), (V0_ARCH, True)], ids=["v2", "v0-legacy"]
+)
+def test_official_file_converts_while_loading_into_the_classifier(tmp_path, arch, legacy):
+    """The official file as released, loaded into the whole classifier by mmengine's
+    ``load_checkpoint`` (what ``get_model(..., pretrained=...)`` calls) and by a plain strict
+    ``load_state_dict``: the same logits as the converter path, bit for bit."""
+    from mmengine.runner import load_checkpoint
+
+    src = randomise(build_classifier(arch))
+    official = to_official_classifier(src.state_dict(), legacy)
+    path = official_file(tmp_path, "official.pth", official)
+    x = torch.randn(2, 3, 21, 19)
+    converted = build_classifier(arch)
+    converted.load_state_dict(convert_vmamba_checkpoint(torch.load(path, weights_only=False)))
+    with torch.no_grad():
+        want = converted(x, mode="tensor")
+        torch.testing.assert_close(want, src(x, mode="tensor"), rtol=0, atol=0)
+
+    by_mmengine = build_classifier(arch)
+    load_checkpoint(by_mmengine, str(path), map_location="cpu", strict=True)
+    by_torch = build_classifier(arch)
+    by_torch.load_state_dict(official)  # strict
+    with torch.no_grad():
+        torch.testing.assert_close(by_mmengine(x, mode="tensor"), want, rtol=0, atol=0)
+        torch.testing.assert_close(by_torch(x, mode="tensor"), want, rtol=0, atol=0)
+
+
+def test_foreign_keys_in_an_official_file_are_named_not_skipped(tmp_path):
+    """Strict loads of a converted-while-loading file still name every key that does not fit."""
+    from mmengine.runner import load_checkpoint
+
+    official = to_official_classifier(build_classifier(V2_ARCH).state_dict())
+    official["pos_embed"] = torch.zeros(1, 4, 8)
+    del official["layers.0.blocks.0.op.Ds"]
+    path = official_file(tmp_path, "foreign.pth", official)
+    with pytest.raises(RuntimeError, match="pos_embed") as info:
+        load_checkpoint(build_classifier(V2_ARCH), str(path), map_location="cpu", strict=True)
+    assert "layers.0.blocks.0.op.Ds" in str(info.value)
+    with pytest.raises(RuntimeError, match=r"backbone\.pos_embed"):
+        build_classifier(V2_ARCH).load_state_dict(official)

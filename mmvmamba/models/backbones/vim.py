@@ -32,66 +32,32 @@ pretrained features of all earlier blocks, and the official Vim-S segmentation c
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from torch import nn
 
-from mmvmamba.checkpoint.io import load_checkpoint_file, load_state_dict_checked
-from mmvmamba.checkpoint.vim import (
-    convert_vim_checkpoint,
+from ...checkpoint.vim import (
+    HEAD_PREFIX,
+    check_vim_release,
     infer_vim_grid,
+    is_official_vim,
     resize_middle_cls,
     resize_vim_pos_embed,
+    vim_release_name,
 )
-from mmvmamba.models.layers.bimamba import BiMambaV2
-from mmvmamba.models.layers.drop_path import DropPath
-from mmvmamba.models.layers.rms_norm import RMSNorm
-from mmvmamba.registry import register_model
-
-try:
-    from mmpretrain.models.backbones.base_backbone import BaseBackbone
-except ImportError:  # pragma: no cover - mmpretrain is a hard dependency of mmvmamba
-    from mmengine.model import BaseModule as BaseBackbone
+from ...registry import register_model
+from ..layers.bimamba import BiMambaV2
+from ..layers.drop_path import DropPath
+from ..layers.embed import VimPatchEmbed
+from ..layers.rms_norm import RMSNorm
+from .base import MambaBackbone
 
 __all__ = ["Vim"]
-
-
-def _get_logger() -> logging.Logger:
-    try:
-        from mmengine.logging import MMLogger
-
-        return MMLogger.get_current_instance()
-    except ImportError:  # pragma: no cover
-        return logging.getLogger(__name__)
-
-
-class VimPatchEmbed(nn.Module):
-    """Patch embedding: ``Conv2d(in_channels, C, kernel=patch_size, stride=stride)``.
-
-    Shape: ``(B, in_channels, H, W)`` -> ``(B, C, h, w)`` with
-    ``h = (H - patch_size) // stride + 1`` (likewise ``w``).
-    """
-
-    def __init__(self, in_channels: int, embed_dims: int, patch_size: int, stride: int) -> None:
-        super().__init__()
-        self.patch_size = patch_size
-        self.stride = stride
-        self.proj = nn.Conv2d(in_channels, embed_dims, kernel_size=patch_size, stride=stride)
-
-    def grid_size(self, height: int, width: int) -> tuple[int, int]:
-        """Patch grid ``(h, w)`` for an ``H x W`` input."""
-        return (
-            (height - self.patch_size) // self.stride + 1,
-            (width - self.patch_size) // self.stride + 1,
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(x)
 
 
 class VimBlock(nn.Module):
@@ -124,7 +90,7 @@ class VimBlock(nn.Module):
 
 
 @register_model
-class Vim(BaseBackbone):
+class Vim(MambaBackbone):
     """Vision Mamba backbone (middle class token, bidirectional "v2" Mamba mixers).
 
     Args:
@@ -147,8 +113,15 @@ class Vim(BaseBackbone):
         init_cfg: ``None`` for the official initialisation, or
             ``dict(type='Pretrained', checkpoint=PATH, use_ema=False, prefix=None, strict=True)``
             where PATH is an official Vim file or one converted by
-            ``tools/model_converters/vim_to_mmvmamba.py``. Loading is strict and names any bad
+            ``tools/model_converters/vim_to_mmvmamba.py`` (see
+            :meth:`~.base.MambaBackbone.load_pretrained`). Loading is strict and names any bad
             key; the classifier head in the file is dropped (logged).
+
+    Checkpoints convert while they load, whichever way they are loaded (``init_cfg``,
+    ``load_from``, ``load_checkpoint``, ``load_state_dict``; :mod:`mmvmamba.checkpoint.hooks`):
+    a ``pos_embed`` stored for another patch grid is resized to ``img_size``'s (bicubic, the
+    middle class token kept), and an official classification file loaded into the classifier
+    holding this backbone has its ``head.*`` mapped to ``head.fc.*``.
 
     Example:
         >>> model = Vim(arch='tiny', out_type='featmap', out_indices=(5, 11, 17, 23))
@@ -167,8 +140,10 @@ class Vim(BaseBackbone):
             ["small-s8", "s-s8", "small+", "s+"], {"embed_dims": 384, "num_layers": 24, "stride": 8}
         ),
     }
-    essential_keys = {"embed_dims", "num_layers"}
-    arch_defaults = {"patch_size": 16, "d_state": 16, "expand": 2, "d_conv": 4}
+    arch_required_keys = frozenset({"embed_dims", "num_layers"})
+    # stride None: the patch size (non-overlapping patches)
+    arch_defaults = {"patch_size": 16, "stride": None, "d_state": 16, "expand": 2, "d_conv": 4}
+    checkpoint_head_prefix = HEAD_PREFIX
     OUT_TYPES = ("cls_token", "featmap", "avg_featmap", "raw")
 
     def __init__(
@@ -187,9 +162,10 @@ class Vim(BaseBackbone):
         scan_backend: str = "auto",
         init_cfg: dict | list | None = None,
     ) -> None:
-        super().__init__(init_cfg=copy.deepcopy(init_cfg))
-        self.arch_settings = self._parse_arch(arch)
-        s = self.arch_settings
+        super().__init__(init_cfg=init_cfg)
+        s = self.arch_settings = self.resolve_arch(arch)
+        if s["stride"] is None:
+            s["stride"] = s["patch_size"]
         self.embed_dims = s["embed_dims"]
         self.num_layers = s["num_layers"]
         self.patch_size = s["patch_size"]
@@ -207,7 +183,7 @@ class Vim(BaseBackbone):
         if out_type not in self.OUT_TYPES:
             raise ValueError(f"out_type must be one of {self.OUT_TYPES}, got {out_type!r}")
         self.out_type = out_type
-        self.out_indices = self._parse_out_indices(out_indices)
+        self.out_indices = self.resolve_indices(out_indices, self.num_layers, "layers")
         self.final_norm = final_norm
         self.frozen_stages = frozen_stages
         self.with_cp = with_cp
@@ -236,45 +212,7 @@ class Vim(BaseBackbone):
         self._official_init()
         self._freeze_stages()
 
-    # ------------------------------------------------------------------ construction helpers
-    def _parse_arch(self, arch: str | dict) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in self.arch_zoo:
-                raise ValueError(
-                    f"unknown Vim arch {arch!r}; choose one of {sorted(set(self.arch_zoo))} "
-                    f"or pass a dict with keys {sorted(self.essential_keys)}"
-                )
-            settings = dict(self.arch_zoo[key])
-        elif isinstance(arch, dict):
-            missing = self.essential_keys - set(arch)
-            if missing:
-                raise ValueError(
-                    f"custom Vim arch must contain the keys {sorted(self.essential_keys)}; "
-                    f"missing {sorted(missing)}"
-                )
-            settings = dict(arch)
-        else:
-            raise TypeError(f"arch must be a str or dict, got {type(arch).__name__}")
-        for key, value in self.arch_defaults.items():
-            settings.setdefault(key, value)
-        settings.setdefault("stride", settings["patch_size"])
-        return settings
-
-    def _parse_out_indices(self, out_indices: int | Sequence[int]) -> tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = [out_indices]
-        result = []
-        for index in out_indices:
-            norm = index + self.num_layers if index < 0 else index
-            if not 0 <= norm < self.num_layers:
-                raise ValueError(
-                    f"out_indices entry {index} is out of range for {self.num_layers} layers "
-                    f"(valid: -{self.num_layers} .. {self.num_layers - 1})"
-                )
-            result.append(norm)
-        return tuple(sorted(set(result)))
-
+    # ------------------------------------------------------------------ initialisation
     def _official_init(self) -> None:
         """Initialisation of the official ``VisionMamba`` (for training from scratch)."""
         proj = self.patch_embed.proj
@@ -295,67 +233,41 @@ class Vim(BaseBackbone):
             with torch.no_grad():
                 weight /= math.sqrt(self.num_layers)
 
-    # ------------------------------------------------------------------ pretrained weights
-    def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', ...)`` strictly; otherwise keep the official
-        initialisation done at construction (plus any other ``init_cfg`` mmengine applies)."""
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
-            self.load_pretrained(
-                cfg["checkpoint"],
-                use_ema=cfg.get("use_ema", False),
-                prefix=cfg.get("prefix"),
-                strict=cfg.get("strict", True),
-            )
-            self._is_init = True
-            return
-        super().init_weights()
+    # ------------------------------------------------------------------ checkpoint names
+    def rename_checkpoint_keys(self, state: Mapping[str, torch.Tensor]) -> dict:
+        """Official names are ours; refuses the early RoPE releases."""
+        check_vim_release(state)
+        return dict(state)
 
-    def load_pretrained(
-        self, checkpoint: str, use_ema: bool = False, prefix: str | None = None, strict: bool = True
-    ) -> None:
-        """Load an official or converted Vim checkpoint into this backbone.
+    def is_official_checkpoint(self, state: Mapping) -> bool:
+        return is_official_vim(state)
 
-        Args:
-            checkpoint: path of the file, or an ``http(s)://`` URL (downloaded once into
-                torch's hub cache).
-            use_ema: load the official ``model_ema`` weights.
-            prefix: key prefix of the backbone in the file; ``None``: ``'backbone.'`` (what
-                :func:`convert_vim_checkpoint` produces; official files are converted first).
-            strict: raise (listing the keys) unless every backbone key fits.
-
-        The position embedding is resized to this model's grid (``img_size``) when it differs;
-        keys outside the prefix (the classifier head) are dropped with a logged note.
-        """
-        logger = _get_logger()
-        raw = load_checkpoint_file(checkpoint)
-        state = convert_vim_checkpoint(raw, use_ema=use_ema)
-        trained_as = str(getattr(raw.get("args"), "model", "") or "")
+    def check_checkpoint(self, checkpoint: Mapping) -> None:
+        """Refuse the early releases; warn when the file's patch stride differs from ours."""
+        check_vim_release(checkpoint)
+        trained_as = vim_release_name(checkpoint)
         if trained_as and ("stride8" in trained_as) != (self.stride == 8):
-            logger.warning(
-                f"Vim: '{checkpoint}' was trained as {trained_as} but this model has "
-                f"patch stride {self.stride}; use arch 'tiny-s8'/'small-s8' for the "
-                "stride-8 (+) checkpoints and 'tiny'/'small'/'base' otherwise"
+            print_log(
+                f"Vim: the checkpoint was trained as {trained_as} but this model has patch "
+                f"stride {self.stride}; use arch 'tiny-s8'/'small-s8' for the stride-8 (+) "
+                "checkpoints and 'tiny'/'small'/'base' otherwise",
+                logger="current",
+                level=logging.WARNING,
             )
-        prefix = "backbone." if prefix is None else prefix
-        own = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        dropped = sorted(k for k in state if not k.startswith(prefix))
-        if dropped:
-            logger.info(
-                f"Vim: not loading {len(dropped)} non-backbone keys of '{checkpoint}' "
-                f"(e.g. {dropped[:4]}): the classifier head is not part of the backbone"
-            )
-        if "pos_embed" in own and own["pos_embed"].shape != self.pos_embed.shape:
-            src = infer_vim_grid(own["pos_embed"].shape[1])
-            logger.info(
-                f"Vim: resizing pos_embed of '{checkpoint}' from grid {src} to "
-                f"{self.patch_grid} (bicubic, middle class token kept)"
-            )
-            own["pos_embed"] = resize_vim_pos_embed(own["pos_embed"], src, self.patch_grid)
-        load_state_dict_checked(
-            self, own, strict=strict, logger=logger, source=f"checkpoint '{checkpoint}'"
+
+    def adapt_state_dict(self, state: dict) -> None:
+        """Resize a ``pos_embed`` stored for another (square) patch grid to ours."""
+        pos = state.get("pos_embed")
+        if pos is None or pos.dim() != 3 or pos.shape[1] == self.pos_embed.shape[1]:
+            return
+        src = infer_vim_grid(pos.shape[1])
+        print_log(
+            f"Vim: resizing the checkpoint's pos_embed from grid {src} to {self.patch_grid} "
+            "(bicubic, middle class token kept)",
+            logger="current",
+            level=logging.INFO,
         )
-        self._pos_cache.clear()
+        state["pos_embed"] = resize_vim_pos_embed(pos, src, self.patch_grid)
 
     # ------------------------------------------------------------------ forward
     def get_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
@@ -396,34 +308,9 @@ class Vim(BaseBackbone):
             return value
         return cached[1]
 
-    def _check_input(self, x: torch.Tensor) -> None:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4:
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"Vim expects images of shape (B, C, H, W), got {shape}")
-        if x.shape[0] == 0:
-            raise ValueError(
-                f"Vim got an empty batch (batch size 0, shape {tuple(x.shape)}); "
-                "pass at least one image"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"Vim expects a floating-point input, got dtype {x.dtype}; "
-                "convert with x.float() (and normalise it)"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"Vim was built for in_channels={self.in_channels} but the input has "
-                f"{x.shape[1]} channels (shape {tuple(x.shape)}); set in_channels accordingly"
-            )
-        if x.shape[2] < self.patch_size or x.shape[3] < self.patch_size:
-            raise ValueError(
-                f"input {x.shape[2]}x{x.shape[3]} is smaller than one {self.patch_size}x"
-                f"{self.patch_size} patch; resize or pad the images to at least that size"
-            )
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Images ``(B, in_channels, H, W)`` -> tuple of features, one per ``out_indices``."""
-        self._check_input(x)
+        self.check_input(x, self.patch_size)
         batch = x.shape[0]
         x = self.patch_embed(x)  # (B, C, h, w)
         grid = (x.shape[2], x.shape[3])

@@ -4,8 +4,9 @@ Paper: Yue Liu et al., "VMamba: Visual State Space Model", NeurIPS 2024,
 https://arxiv.org/abs/2401.10166. Official code: https://github.com/MzeroMiko/VMamba
 (``classification/models/vmamba.py``). Our own implementation of the same model, channel-first
 throughout; module and parameter names follow the official ones, so the official
-classification / detection / segmentation checkpoints load strictly through
-:func:`mmvmamba.checkpoint.vmamba.convert_vmamba_checkpoint` (nearly the identity).
+classification / detection / segmentation checkpoints load strictly, converted while they load
+(:mod:`mmvmamba.checkpoint.vmamba` names the few differences, :mod:`mmvmamba.checkpoint.hooks`
+wires them into ``load_state_dict``).
 
 Network (stage i has width ``dims[i]``, input (B, C_in, H, W))::
 
@@ -23,66 +24,29 @@ neck=GlobalAveragePooling, head=LinearClsHead)``: the official ``classifier.norm
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model.weight_init import trunc_normal_
-from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ...checkpoint.io import load_checkpoint_file, load_state_dict_checked
-from ...checkpoint.vmamba import convert_vmamba_checkpoint
+from ...checkpoint.vmamba import HEAD_PREFIX, is_official_vmamba, rename_vmamba_keys
 from ...registry import register_model
+from ..layers.embed import vmamba_downsample, vmamba_patch_embed
 from ..layers.norm import LayerNorm2d
 from ..layers.ss2d import SS2D
 from ..layers.vss_block import PatchMerging2d, VSSBlock
+from .base import MambaBackbone
 
 __all__ = ["VMamba", "VSSBlock", "PatchMerging2d"]
 
-
-def _patch_embed(version: str, in_channels: int, dim: int, patch_size: int) -> nn.Sequential:
-    """Stem: (B, C_in, H, W) -> (B, dim, H', W'); Sequential indices as in the official code.
-
-    v2 (``patch_embed.{0,2,5,7}``): two k=3, s=2, p=1 convs (for patch_size 4), so
-    H' = ceil(ceil(H/2)/2). v1 (``patch_embed.{0,2}``): one k=s=patch_size conv, H' = H // 4.
-    """
-    if version == "v2":
-        stride = patch_size // 2
-        k = stride + 1
-        return nn.Sequential(
-            nn.Conv2d(in_channels, dim // 2, k, stride, k // 2),
-            nn.Identity(),
-            LayerNorm2d(dim // 2),
-            nn.Identity(),
-            nn.GELU(),
-            nn.Conv2d(dim // 2, dim, k, stride, k // 2),
-            nn.Identity(),
-            LayerNorm2d(dim),
-        )
-    return nn.Sequential(
-        nn.Conv2d(in_channels, dim, patch_size, patch_size), nn.Identity(), LayerNorm2d(dim)
-    )
-
-
-def _downsample(version: str, dim: int, out_dim: int) -> nn.Module:
-    """Stage tail: (B, dim, H, W) -> (B, out_dim, ceil(H/2), ceil(W/2)).
-
-    v3 (``downsample.{1,3}``): conv k=3, s=2, p=1 -> LN. v1 (``downsample.{norm,reduction}``):
-    :class:`PatchMerging2d`.
-    """
-    if version == "v3":
-        return nn.Sequential(
-            nn.Identity(), nn.Conv2d(dim, out_dim, 3, 2, 1), nn.Identity(), LayerNorm2d(out_dim)
-        )
-    return PatchMerging2d(dim, out_dim)
-
+_OUTNORM = re.compile(r"^outnorm(\d+)\.")
 
 _V2 = dict(
     d_state=1,
@@ -108,15 +72,15 @@ _V0 = dict(
 
 
 @register_model
-class VMamba(BaseBackbone):
+class VMamba(MambaBackbone):
     """VMamba backbone: a tuple of channel-first feature maps, one per ``out_indices``.
 
     Args:
         arch: a name of :attr:`arch_zoo` (``'tiny'``/``'t'`` = VMamba-T[s1l8], ``'small'``/
             ``'s'`` = S[s2l15], ``'base'``/``'b'`` = B[s2l15], ``'tiny-s2l5'``/``'t-s2l5'``,
             ``'v0-tiny'``/``'v0-t'``, ``'v0-small'``/``'v0-s'``, ``'v0-base'``/``'v0-b'``), or a
-            dict with the keys :attr:`arch_required_keys` (+ optional
-            :attr:`arch_optional_keys`, defaults in :attr:`arch_defaults`). ``dims`` may be an
+            dict with the keys :attr:`arch_required_keys` (+ optional keys, defaults in
+            :attr:`arch_defaults`). ``dims`` may be an
             int ``d`` (= ``[d, 2d, 4d, 8d]``) or one width per stage. The SS2D ablations are arch
             keys: ``scan``, ``d_conv``, ``act``, ``out_norm``, ``ssm_init`` (see :class:`SS2D`).
         in_channels: input image channels.
@@ -133,14 +97,18 @@ class VMamba(BaseBackbone):
         init_cfg: None = the official init (trunc-normal 0.02 Linear weights, zero biases,
             LayerNorm 1/0, SS2D Mamba init). ``dict(type='Pretrained', checkpoint=PATH_OR_URL,
             prefix=None, strict=True, use_ema=False, map_location='cpu')`` loads an official or
-            converted checkpoint (URLs are downloaded once into torch hub's cache) through
-            :func:`convert_vmamba_checkpoint`, strictly: any missing
-            or unexpected key raises :class:`~mmvmamba.checkpoint.CheckpointError` listing them.
-            Two documented exceptions (logged): ``outnorm{i}`` of stages not in
-            ``out_indices`` are dropped, and when the checkpoint is a *classification* one
-            (only the last stage's norm, from ``classifier.norm``) the other ``outnorm{i}`` keep
-            their init. ``strict=False`` loads whatever matches and logs the rest. Any other
+            converted checkpoint (URLs are downloaded once into torch hub's cache; see
+            :meth:`~.base.MambaBackbone.load_pretrained`), strictly: any missing or unexpected
+            key raises :class:`~mmvmamba.checkpoint.CheckpointError` listing them. Any other
             mmengine init_cfg is applied by mmengine.
+
+    Checkpoints convert while they load, whichever way they are loaded (``init_cfg``,
+    ``load_from``, ``load_checkpoint``, ``load_state_dict``; :mod:`mmvmamba.checkpoint.hooks`):
+    official names become ours, the official ``classifier.norm`` is ``outnorm{last}`` and, in
+    a classifier holding this backbone, ``classifier.head`` is ``head.fc``. Two documented
+    exceptions to an exact key match (logged): ``outnorm{i}`` of stages not in ``out_indices``
+    are dropped, and when the checkpoint is a *classification* one (only the last stage's norm)
+    the other ``outnorm{i}`` keep their initialisation.
 
     Shapes:
         input (B, in_channels, H, W) float, H and W >= the patch size (4), any value otherwise;
@@ -170,7 +138,7 @@ class VMamba(BaseBackbone):
         ssm_init="mamba",
         patch_size=4,
     )
-    arch_optional_keys = frozenset(arch_defaults)
+    checkpoint_head_prefix = HEAD_PREFIX
 
     arch_zoo = {
         # VMamba v2 (NeurIPS 2024): paper T = s1l8, S = B = s2l15
@@ -186,12 +154,6 @@ class VMamba(BaseBackbone):
         **dict.fromkeys(["v0-b", "v0-base"], dict(dims=128, depths=(2, 2, 27, 2), **_V0)),
     }
 
-    _PATCH_EMBEDS = ("v1", "v2")
-    _DOWNSAMPLES = ("v1", "v3")
-    _PRETRAINED_KEYS = frozenset(
-        {"type", "checkpoint", "prefix", "strict", "use_ema", "map_location"}
-    )
-
     def __init__(
         self,
         arch: str | dict = "tiny",
@@ -204,8 +166,7 @@ class VMamba(BaseBackbone):
         init_cfg: dict | list | None = None,
     ) -> None:
         super().__init__(init_cfg=init_cfg)
-        arch = self._resolve_arch(arch)
-        self.arch_settings = arch
+        arch = self.arch_settings = self.resolve_arch(arch)
         depths = tuple(int(d) for d in arch["depths"])
         dims = arch["dims"]
         if isinstance(dims, int):
@@ -215,16 +176,6 @@ class VMamba(BaseBackbone):
             raise ValueError(
                 f"VMamba arch: 'dims' {arch['dims']} and 'depths' {arch['depths']} must give one "
                 "positive width and one positive depth per stage"
-            )
-        if arch["patch_embed"] not in self._PATCH_EMBEDS:
-            raise ValueError(
-                f"VMamba arch: unknown patch_embed {arch['patch_embed']!r}; "
-                f"expected one of {self._PATCH_EMBEDS}"
-            )
-        if arch["downsample"] not in self._DOWNSAMPLES:
-            raise ValueError(
-                f"VMamba arch: unknown downsample {arch['downsample']!r}; "
-                f"expected one of {self._DOWNSAMPLES}"
             )
         patch_size = int(arch["patch_size"])
         if patch_size < 2 or patch_size % 2:
@@ -236,7 +187,7 @@ class VMamba(BaseBackbone):
 
         self.depths, self.dims, self.num_stages = depths, dims, len(depths)
         self.in_channels, self.patch_size = in_channels, patch_size
-        self.out_indices = self._resolve_out_indices(out_indices)
+        self.out_indices = self.resolve_indices(out_indices, self.num_stages, "stages")
         if not isinstance(frozen_stages, int) or not -1 <= frozen_stages <= self.num_stages:
             raise ValueError(
                 f"VMamba: frozen_stages must be an int in [-1, {self.num_stages}], "
@@ -256,7 +207,7 @@ class VMamba(BaseBackbone):
             out_norm=arch["out_norm"],
             init=arch["ssm_init"],
         )
-        self.patch_embed = _patch_embed(arch["patch_embed"], in_channels, dims[0], patch_size)
+        self.patch_embed = vmamba_patch_embed(arch["patch_embed"], in_channels, dims[0], patch_size)
         dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
@@ -267,7 +218,7 @@ class VMamba(BaseBackbone):
                 ]
             )
             downsample = (
-                _downsample(arch["downsample"], dims[i], dims[i + 1])
+                vmamba_downsample(arch["downsample"], dims[i], dims[i + 1])
                 if i < self.num_stages - 1
                 else nn.Identity()
             )
@@ -292,48 +243,6 @@ class VMamba(BaseBackbone):
             if isinstance(m, nn.Conv2d) and m.groups == 1:
                 m.weight.data = m.weight.data.contiguous(memory_format=torch.channels_last)
 
-    # --- construction helpers ----------------------------------------------------------------
-    @classmethod
-    def _resolve_arch(cls, arch: str | dict) -> dict:
-        if isinstance(arch, str):
-            key = arch.lower()
-            if key not in cls.arch_zoo:
-                raise ValueError(
-                    f"VMamba: unknown arch {arch!r}; choose one of {sorted(cls.arch_zoo)} "
-                    "or pass a dict"
-                )
-            arch = cls.arch_zoo[key]
-        elif not isinstance(arch, dict):
-            raise TypeError(f"VMamba: arch must be a str or a dict, got {type(arch).__name__}")
-        missing = cls.arch_required_keys - set(arch)
-        unknown = set(arch) - cls.arch_required_keys - cls.arch_optional_keys
-        assert not missing and not unknown, (
-            f"Custom arch needs the keys {sorted(cls.arch_required_keys)} (optional: "
-            f"{sorted(cls.arch_optional_keys)}); missing {sorted(missing)}, unknown "
-            f"{sorted(unknown)}"
-        )
-        return {**cls.arch_defaults, **copy.deepcopy(dict(arch))}
-
-    def _resolve_out_indices(self, out_indices: int | Sequence[int]) -> tuple[int, ...]:
-        if isinstance(out_indices, int):
-            out_indices = (out_indices,)
-        if not isinstance(out_indices, Sequence) or not out_indices:
-            raise TypeError(
-                f"VMamba: out_indices must be an int or a non-empty sequence of ints, "
-                f"got {out_indices!r}"
-            )
-        resolved = []
-        for index in out_indices:
-            if not isinstance(index, int) or not -self.num_stages <= index < self.num_stages:
-                raise ValueError(
-                    f"VMamba: out_indices entry {index!r} is not a stage index in "
-                    f"[-{self.num_stages}, {self.num_stages - 1}]"
-                )
-            resolved.append(index % self.num_stages)
-        if len(set(resolved)) != len(resolved):
-            raise ValueError(f"VMamba: out_indices {tuple(out_indices)} has duplicates")
-        return tuple(sorted(resolved))
-
     # --- initialisation ----------------------------------------------------------------------
     @torch.no_grad()
     def _official_init(self) -> None:
@@ -350,83 +259,45 @@ class VMamba(BaseBackbone):
             elif isinstance(m, SS2D):
                 m.reset_ssm_parameters()
 
-    def _pretrained_cfg(self) -> dict | None:
-        cfg = self.init_cfg
-        if isinstance(cfg, dict) and cfg.get("type") == "Pretrained":
-            return dict(cfg)
-        if isinstance(cfg, (list, tuple)) and any(
-            isinstance(c, dict) and c.get("type") == "Pretrained" for c in cfg
-        ):
-            raise ValueError(
-                "VMamba: a Pretrained init_cfg must be given alone, as a dict, not in a list "
-                f"(got {cfg!r})"
-            )
-        return None
+    # --- checkpoint names ------------------------------------------------------------------
+    def rename_checkpoint_keys(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return rename_vmamba_keys(state)
 
-    def init_weights(self) -> None:
-        """Initialise per ``init_cfg`` (see the class docstring); called by the runner."""
-        pretrained = self._pretrained_cfg()
-        if pretrained is None or self._is_init:  # mmengine warns about a second call
-            if self.init_cfg is None and not self._is_init:
-                self._official_init()
-            super().init_weights()
-            return
-        self.load_pretrained(**{k: v for k, v in pretrained.items() if k != "type"})
-        self._is_init = True
+    def is_official_checkpoint(self, state: Mapping) -> bool:
+        return is_official_vmamba(state)
 
-    def load_pretrained(
-        self,
-        checkpoint: str | None = None,
-        prefix: str | None = None,
-        strict: bool = True,
-        use_ema: bool = False,
-        map_location: str = "cpu",
-        **unknown,
-    ) -> None:
-        """Load an official VMamba (classification / detection / segmentation) or mmvmamba
-        checkpoint file into this backbone, strictly by default (see the class docstring).
-
-        Raises:
-            ValueError: unknown options, or no ``checkpoint``.
-            CheckpointError: the file is unreadable, or the keys do not fit (lists them).
-        """
-        if unknown:
-            raise ValueError(
-                f"VMamba: unknown keys {sorted(unknown)} in the Pretrained init_cfg; allowed: "
-                f"{sorted(self._PRETRAINED_KEYS)}"
-            )
-        if not checkpoint:
-            raise ValueError("VMamba: init_cfg type='Pretrained' needs checkpoint=PATH")
-        ckpt = load_checkpoint_file(checkpoint, map_location=map_location)
-        state = convert_vmamba_checkpoint(ckpt, use_ema=use_ema, target="backbone", prefix=prefix)
-        own = self.state_dict()
-        pattern = re.compile(r"^outnorm(\d+)\.")
-        ckpt_norms = {int(m.group(1)) for k in state if (m := pattern.match(k))}
+    def adapt_state_dict(self, state: dict[str, Tensor]) -> None:
+        """Fit the checkpoint's output norms to ``out_indices``: drop those of other stages;
+        a classification checkpoint (only the last stage's norm) leaves the others at their
+        current values. Both logged."""
+        norms = {int(m.group(1)) for k in state if (m := _OUTNORM.match(k))}
         dropped = sorted(
-            k for k in state if (m := pattern.match(k)) and int(m.group(1)) not in self.out_indices
+            k for k in state if (m := _OUTNORM.match(k)) and int(m.group(1)) not in self.out_indices
         )
-        for k in dropped:
-            del state[k]
+        for key in dropped:
+            del state[key]
         if dropped:
             print_log(
-                f"VMamba: dropped output norms of stages not in out_indices {self.out_indices}: "
-                f"{dropped}",
+                f"VMamba: not loading the output norms of stages outside out_indices "
+                f"{self.out_indices}: {dropped}",
                 logger="current",
                 level=logging.INFO,
             )
-        if ckpt_norms == {self.num_stages - 1}:  # a classifier: only classifier.norm
-            kept = sorted(k for k in own if pattern.match(k) and k not in state)
-            for k in kept:
-                state[k] = own[k]
-            if kept:
-                print_log(
-                    f"VMamba: {checkpoint} is a classification checkpoint; the output norms "
-                    f"{kept} keep their initialisation",
-                    logger="current",
-                    level=logging.WARNING,
-                )
-        load_state_dict_checked(self, state, strict=strict, source=str(checkpoint))
-        print_log(f"VMamba: loaded {checkpoint}", logger="current", level=logging.INFO)
+        if norms != {self.num_stages - 1}:
+            return
+        kept = []
+        for i in self.out_indices:
+            for name, tensor in getattr(self, f"outnorm{i}").state_dict().items():
+                if f"outnorm{i}.{name}" not in state:
+                    state[f"outnorm{i}.{name}"] = tensor
+                    kept.append(f"outnorm{i}.{name}")
+        if kept:
+            print_log(
+                f"VMamba: a classification checkpoint (one output norm); {kept} keep their "
+                "initialisation",
+                logger="current",
+                level=logging.WARNING,
+            )
 
     # --- freezing ----------------------------------------------------------------------------
     def _freeze_stages(self) -> None:
@@ -453,39 +324,9 @@ class VMamba(BaseBackbone):
         return self
 
     # --- forward -----------------------------------------------------------------------------
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"VMamba expects a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4:
-            raise ValueError(
-                f"VMamba expects a (B, C, H, W) tensor, got shape {tuple(x.shape)} "
-                f"({x.dim()} dims)"
-            )
-        if x.shape[0] == 0:
-            raise ValueError(
-                f"VMamba got an empty batch (batch size 0, shape {tuple(x.shape)}); "
-                "pass at least one image"
-            )
-        if not x.is_floating_point():
-            raise TypeError(
-                f"VMamba expects a floating-point input, got dtype {x.dtype}; "
-                "convert with x.float() (and normalise it)"
-            )
-        if x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"VMamba was built with in_channels={self.in_channels}, got an input with "
-                f"{x.shape[1]} channels (shape {tuple(x.shape)})"
-            )
-        h, w = x.shape[-2:]
-        if h < self.patch_size or w < self.patch_size:
-            raise ValueError(
-                f"VMamba: input {h}x{w} is smaller than the patch size {self.patch_size}; "
-                f"H and W must be >= {self.patch_size}"
-            )
-
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         """(B, C_in, H, W) -> tuple of (B, dims[i], H_i, W_i) for i in ``out_indices``."""
-        self._check_input(x)
+        self.check_input(x, self.patch_size)
         x = self.patch_embed(x)
         outs = []
         for i, layer in enumerate(self.layers):
