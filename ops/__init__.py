@@ -10,17 +10,20 @@ Public API:
     selective_scan_flops(B, L, D, N, with_D=True, with_Z=False)
     FLOP_HANDLES                     {traced op name: handle(inputs, outputs)} for fvcore/mmengine
     K_OF_PATTERN                     {pattern: number of routes}
+    set_backend(backend, device=None) / use_backend(...)   what backend='auto' calls run
     available_backends(device='cpu')
+
+Backends ('ref', 'torch', 'c', 'triton', 'auto'; 'cpu' is the old name of "c, else torch") and
+the table that resolves 'auto': :mod:`vmamba_ops.dispatch`.
 
 Layouts: cross_scan (B, C, H, W) -> (B, K, C, H*W) [channel-last (B, H, W, C) -> (B, H*W, K, C)];
 cross_merge (B, K, C, H, W) -> (B, C, H, W) [channel-last (B, H, W, K, C) -> (B, H, W, C)], the
-adjoint (sum over routes). Routes per pattern are documented in ``vmamba_ops.cross_scan.naive``.
+adjoint (sum over routes). The routes of every pattern: ``vmamba_ops.cross_scan.routes``.
 For 'cascade' each row / column is its own sequence: ``segment_length`` says how long, and
 ``to_segments`` / ``from_segments`` reshape a route (B, C, L) to / from a batch of segments
 (B * n, C, seg) so that selective_scan carries no state from one row (column) to the next.
 """
 
-from ._backend import BACKENDS, available_backends
 from .cross_scan.interface import (
     cross_merge,
     cross_scan,
@@ -28,15 +31,15 @@ from .cross_scan.interface import (
     segment_length,
     to_segments,
 )
-from .cross_scan.naive import K_OF_PATTERN, PATTERNS
-from .selective_scan.interface import (
+from .cross_scan.routes import K_OF_PATTERN, PATTERNS
+from .dispatch import BACKENDS, available_backends, get_backend, set_backend, use_backend
+from .selective_scan.flops import (
     FLOP_HANDLES,
-    low_rank_delta,
-    selective_scan,
     selective_scan_flop_handle,
     selective_scan_flops,
 )
-from .selective_scan.naive import selective_scan_ref
+from .selective_scan.interface import low_rank_delta, selective_scan
+from .selective_scan.reference import selective_scan_ref
 
 __all__ = [
     "BACKENDS",
@@ -47,11 +50,14 @@ __all__ = [
     "cross_merge",
     "cross_scan",
     "from_segments",
+    "get_backend",
     "low_rank_delta",
     "segment_length",
     "selective_scan",
     "selective_scan_flop_handle",
     "selective_scan_flops",
     "selective_scan_ref",
+    "set_backend",
     "to_segments",
+    "use_backend",
 ]

@@ -5,25 +5,34 @@ opaque ``torch.library`` custom ops: ``torch.compile`` and ``torch.export`` keep
 single node (no graph break), but ONNX has no such operator. For deployment we rewrite those
 nodes of an exported program into plain tensor ops that every backend knows
 (:func:`decompose_vmamba_ops`), with no data-dependent control flow and no Python loop over the
-sequence, so the result stays valid for dynamic H and W:
+sequence, so the result stays valid for dynamic H and W. Nothing is written twice: the pieces
+are the ones ``vmamba_ops`` runs itself.
 
-- selective scan: ``h_t = a_t h_{t-1} + x_t`` by a Hillis-Steele doubling scan
-  (``ceil(log2 L)`` passes, or ``max_passes`` when L is symbolic); it only multiplies decays and
-  adds weighted states, so it is stable for any input, and it runs in float32 (float64 for
-  float64 inputs) like the kernels.
-- cross scan / merge: flips, transposes and reshapes (the index formulas of
-  ``vmamba_ops.cross_scan.naive``, written without a gather table so H and W may vary).
+- selective scan: the reference's time steps, group expansion and skip / gate
+  (:mod:`vmamba_ops.selective_scan.reference`) around the doubling scan of
+  :mod:`vmamba_ops.selective_scan.linear_recurrence` (``ceil(log2 L)`` passes, or
+  ``max_passes`` when L is symbolic; it only multiplies decays and adds weighted states, so it
+  is stable for any input), in float32 (float64 for float64 inputs) like the kernels.
+- cross scan / merge: the 'torch' backend (:mod:`vmamba_ops.cross_scan.torch_views`): flips,
+  transposes and reshapes, no gather table, so H and W may vary.
 
 These are inference-only forward graphs; training keeps using the kernels.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from vmamba_ops.cross_scan.torch_views import cross_merge_torch, cross_scan_torch
+from vmamba_ops.selective_scan.interface import low_rank_delta
+from vmamba_ops.selective_scan.linear_recurrence import doubling_scan, passes_for
+from vmamba_ops.selective_scan.reference import (
+    compute_dtype,
+    expand_groups,
+    skip_and_gate,
+    time_steps,
+)
 
 __all__ = [
     "DEFAULT_MAX_PASSES",
@@ -37,40 +46,6 @@ __all__ = [
 DEFAULT_MAX_PASSES = 20
 """Doubling passes used when the sequence length is symbolic: exact for L <= 2**20 (a 4096x4096
 image at patch size 4 has L = 2**20)."""
-
-
-def _shift(t: Tensor, k: int, fill: float) -> Tensor:
-    """``out[..., i] = t[..., i - k]`` (``fill`` for i < k) along the last axis; any k >= 1."""
-    length = t.shape[-1]
-    return F.pad(t, (k, 0), value=fill)[..., :length]
-
-
-def _doubling_scan(log_a: Tensor, x: Tensor, passes: int) -> Tensor:
-    """All states of ``h_t = exp(log_a_t) h_{t-1} + x_t`` (h_{-1} = 0) along the last axis.
-
-    Args:
-        log_a: (..., L) log-decays.
-        x: (..., L) inputs, same shape and dtype.
-        passes: number of doubling passes; exact when ``2**passes >= L``.
-
-    Returns:
-        (..., L) states.
-    """
-    a = log_a.exp()
-    h = x
-    k = 1
-    for _ in range(passes):
-        # compose the step with the one k positions back: both updates read the old values
-        h = h + a * _shift(h, k, 0.0)
-        a = a * _shift(a, k, 1.0)
-        k *= 2
-    return h
-
-
-def _passes_for(length, max_passes: int) -> int:
-    if isinstance(length, int):
-        return max(0, math.ceil(math.log2(length))) if length > 1 else 0
-    return max_passes  # symbolic (dynamic) length: enough passes for any L <= 2**max_passes
 
 
 def selective_scan_decomposed(
@@ -102,35 +77,22 @@ def selective_scan_decomposed(
         y (batch, dim, L) in u's dtype and the last state (batch, dim, N) in float32
         (float64 for float64 inputs).
     """
-    ct = torch.float64 if u.dtype == torch.float64 else torch.float32
-    b, dim, length = u.shape
-    g, n = B.shape[1], B.shape[2]
-    dt = delta.to(ct)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(ct)[None, :, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    ct = compute_dtype(u)
+    dim, length = u.shape[1], u.shape[2]
     uf = u.to(ct)
-
-    def per_channel(bc: Tensor) -> Tensor:  # (b, G, N, L) -> (b, dim, N, L)
-        bc = bc.to(ct).unsqueeze(2).expand(b, g, dim // g, n, length)
-        return bc.reshape(b, dim, n, length)
-
-    log_a = dt.unsqueeze(2) * A.to(ct)[None, :, :, None]  # (b, dim, N, L)
-    x = (dt * uf).unsqueeze(2) * per_channel(B)
-    h = _doubling_scan(log_a, x, _passes_for(length, max_passes))
-    y = (h * per_channel(C)).sum(2)
-    if D is not None:
-        y = y + D.to(ct)[None, :, None] * uf
-    if z is not None:
-        y = y * F.silu(z.to(ct))
-    return y.to(u.dtype), h[..., -1]
+    dt = time_steps(delta, delta_bias, delta_softplus, ct)
+    decay = (dt.unsqueeze(2) * A.to(ct)[None, :, :, None]).exp()  # (b, dim, N, L)
+    x = (dt * uf).unsqueeze(2) * expand_groups(B.to(ct), dim)
+    passes = passes_for(length)
+    h = doubling_scan(decay, x, max_passes if passes is None else passes)
+    y = (h * expand_groups(C.to(ct), dim)).sum(2)
+    return skip_and_gate(y, uf, D, z).to(u.dtype), h[..., -1]
 
 
 def cross_scan_decomposed(
     x: Tensor, pattern: str = "cross", channel_first: bool = True, backend: str = "auto"
 ) -> Tensor:
-    """``vmamba_ops::cross_scan`` with flips and transposes.
+    """``vmamba_ops::cross_scan`` with flips and transposes (``backend`` is ignored).
 
     Args:
         x: (B, C, H, W) if channel_first else (B, H, W, C).
@@ -138,22 +100,7 @@ def cross_scan_decomposed(
     Returns:
         (B, 4, C, H*W) if channel_first else (B, H*W, 4, C).
     """
-    if not channel_first:
-        x = x.permute(0, 3, 1, 2)
-    row = x.flatten(2)  # l = h * W + w
-    col = x.transpose(2, 3).flatten(2)  # l = w * H + h
-    if pattern == "cross":
-        routes = [row, col, row.flip(-1), col.flip(-1)]
-    elif pattern == "unidi":
-        routes = [row, row, row, row]
-    elif pattern == "bidi":
-        routes = [row, row, row.flip(-1), row.flip(-1)]
-    elif pattern == "cascade":
-        routes = [row, x.flip(3).flatten(2), col, x.flip(2).transpose(2, 3).flatten(2)]
-    else:
-        raise ValueError(f"cross_scan: unknown pattern {pattern!r}")
-    ys = torch.stack(routes, dim=1)  # (B, K, C, L)
-    return ys.permute(0, 3, 1, 2).contiguous() if not channel_first else ys
+    return cross_scan_torch(x, pattern, channel_first)
 
 
 def cross_merge_decomposed(
@@ -168,44 +115,16 @@ def cross_merge_decomposed(
     Returns:
         (B, C, H, W) if channel_first else (B, H, W, C).
     """
-    if not channel_first:
-        y = y.permute(0, 3, 4, 1, 2)
-    b, _, c, h, w = y.shape
-    seq = y.flatten(3)  # (B, K, C, L)
-
-    def as_row(s: Tensor) -> Tensor:  # l = h * W + w
-        return s.reshape(b, c, h, w)
-
-    def as_col(s: Tensor) -> Tensor:  # l = w * H + h
-        return s.reshape(b, c, w, h).transpose(2, 3)
-
-    s0, s1, s2, s3 = seq.unbind(1)
-    if pattern == "cross":
-        out = as_row(s0) + as_col(s1) + as_row(s2.flip(-1)) + as_col(s3.flip(-1))
-    elif pattern == "unidi":
-        out = as_row(s0 + s1 + s2 + s3)
-    elif pattern == "bidi":
-        out = as_row(s0 + s1) + as_row((s2 + s3).flip(-1))
-    elif pattern == "cascade":
-        out = (
-            as_row(s0)
-            + as_row(s1).flip(3)
-            + as_col(s2)
-            + s3.reshape(b, c, w, h).flip(3).transpose(2, 3)
-        )
-    else:
-        raise ValueError(f"cross_merge: unknown pattern {pattern!r}")
-    return out.permute(0, 2, 3, 1).contiguous() if not channel_first else out
+    return cross_merge_torch(y, pattern, channel_first)
 
 
 def export_decompositions(max_passes: int = DEFAULT_MAX_PASSES) -> dict:
     """Decomposition table ``{OpOverload: fn}`` for ``ExportedProgram.run_decompositions``.
 
     Includes torch's default (core ATen) decompositions, so the result is what ONNX export
-    expects; the three ``vmamba_ops`` forward ops map to the functions of this module.
+    expects; the ``vmamba_ops`` forward ops map to the functions of this module (the fused
+    low-rank scan, which a captured graph does not hold, to the bmm and the scan).
     """
-    import vmamba_ops  # noqa: F401  (registers torch.ops.vmamba_ops)
-
     table = dict(torch.export.default_decompositions())
 
     def scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
@@ -213,8 +132,13 @@ def export_decompositions(max_passes: int = DEFAULT_MAX_PASSES) -> dict:
             u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend, max_passes
         )
 
+    def scan_lowrank(u, delta_low, delta_proj, A, B, C, D, z, delta_bias, delta_softplus):
+        delta = low_rank_delta(delta_low, delta_proj)
+        return scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, "auto")
+
     ops = torch.ops.vmamba_ops
     table[ops.selective_scan.default] = scan
+    table[ops.selective_scan_lowrank.default] = scan_lowrank
     table[ops.cross_scan.default] = cross_scan_decomposed
     table[ops.cross_merge.default] = cross_merge_decomposed
     return table

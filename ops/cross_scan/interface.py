@@ -8,45 +8,30 @@ one's backward is the other op.
 import torch
 from torch import Tensor
 
-from .. import _native
-from .._backend import resolve_backend
-from . import native as _native_cs
-from .cpu import cross_merge_cpu, cross_scan_cpu
-from .naive import K_OF_PATTERN, PATTERNS, cross_merge_ref, cross_scan_ref
+from ..dispatch import resolve_backend
+from . import c_kernel, reference, torch_views
+from .routes import K_OF_PATTERN, PATTERNS
 
 
-def _cross_scan_cpu(x: Tensor, pattern: str, channel_first: bool) -> Tensor:
-    """'cpu' backend: the compiled kernel where it applies (see native.supported), else views."""
-    if _native_cs.supported(x, channel_first) and _native.use_native(x):
-        return _native_cs.cross_scan_native(x, pattern)
-    return cross_scan_cpu(x, pattern, channel_first)
-
-
-def _cross_merge_cpu(y: Tensor, pattern: str, channel_first: bool) -> Tensor:
-    if _native_cs.supported(y, channel_first) and _native.use_native(y):
-        return _native_cs.cross_merge_native(y, pattern)
-    return cross_merge_cpu(y, pattern, channel_first)
-
-
-def _scan_impl(backend: str):
+def _impl(op: str, backend: str, x: Tensor, channel_first: bool):
+    """The function of ``backend`` for ``op`` ('cross_scan' / 'cross_merge'), looked up at
+    call time."""
+    if backend == "cpu":  # the old name, in graphs captured before the rename
+        backend = resolve_backend(op, "cpu", x.device, x.dtype, channel_first=channel_first)
     if backend == "triton":
-        from .triton import cross_scan_triton
+        from . import triton  # imports triton; only reached when asked for
 
-        return cross_scan_triton
-    return cross_scan_ref if backend == "ref" else _cross_scan_cpu
-
-
-def _merge_impl(backend: str):
-    if backend == "triton":
-        from .triton import cross_merge_triton
-
-        return cross_merge_triton
-    return cross_merge_ref if backend == "ref" else _cross_merge_cpu
+        return getattr(triton, f"{op}_triton")
+    if backend == "c":
+        return getattr(c_kernel, f"{op}_c")
+    if backend not in ("ref", "torch"):
+        raise ValueError(f"vmamba_ops::{op}: unknown backend {backend!r}")
+    return getattr(reference if backend == "ref" else torch_views, f"{op}_{backend}")
 
 
 @torch.library.custom_op("vmamba_ops::cross_scan", mutates_args=())
 def _cross_scan_op(x: Tensor, pattern: str, channel_first: bool, backend: str) -> Tensor:
-    return _scan_impl(backend)(x, pattern, channel_first)
+    return _impl("cross_scan", backend, x, channel_first)(x, pattern, channel_first)
 
 
 @_cross_scan_op.register_fake
@@ -61,7 +46,7 @@ def _(x, pattern, channel_first, backend):
 
 @torch.library.custom_op("vmamba_ops::cross_merge", mutates_args=())
 def _cross_merge_op(y: Tensor, pattern: str, channel_first: bool, backend: str) -> Tensor:
-    return _merge_impl(backend)(y, pattern, channel_first)
+    return _impl("cross_merge", backend, y, channel_first)(y, pattern, channel_first)
 
 
 @_cross_merge_op.register_fake
@@ -116,13 +101,14 @@ def _check_pattern(pattern: str, op: str) -> None:
 def cross_scan(
     x: Tensor, pattern: str = "cross", channel_first: bool = True, backend: str = "auto"
 ) -> Tensor:
-    """Unfold a feature map into K 1-D sequences (routes), see ``vmamba_ops.cross_scan.naive``.
+    """Unfold a feature map into K 1-D sequences (routes), see :mod:`vmamba_ops.cross_scan.routes`.
 
     Args:
         x: (B, C, H, W) if channel_first else (B, H, W, C). Any H, W >= 1.
         pattern: 'cross' | 'unidi' | 'bidi' | 'cascade'.
         channel_first: layout of x and of the result.
-        backend: 'auto' | 'ref' | 'cpu' | 'triton'.
+        backend: 'auto' | 'ref' | 'torch' | 'c' | 'triton' (or the old 'cpu'); see
+            :func:`vmamba_ops.dispatch.resolve_backend`.
 
     Returns:
         (B, K, C, H*W) if channel_first else (B, H*W, K, C); K = K_OF_PATTERN[pattern] (4).
@@ -132,7 +118,7 @@ def cross_scan(
         got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
         layout = "(B, C, H, W)" if channel_first else "(B, H, W, C)"
         raise ValueError(f"cross_scan: x must be {layout}, got {got}")
-    backend = resolve_backend(backend, x, "cross_scan")
+    backend = resolve_backend("cross_scan", backend, x.device, x.dtype, channel_first=channel_first)
     return torch.ops.vmamba_ops.cross_scan(x, pattern, channel_first, backend)
 
 
@@ -147,7 +133,8 @@ def cross_merge(
             ``ys.view(B, K, C, H, W)``.
         pattern: 'cross' | 'unidi' | 'bidi' | 'cascade'.
         channel_first: layout of y and of the result.
-        backend: 'auto' | 'ref' | 'cpu' | 'triton'.
+        backend: 'auto' | 'ref' | 'torch' | 'c' | 'triton' (or the old 'cpu'); see
+            :func:`vmamba_ops.dispatch.resolve_backend`.
 
     Returns:
         (B, C, H, W) if channel_first else (B, H, W, C).
@@ -161,7 +148,9 @@ def cross_merge(
     k_got = y.shape[1] if channel_first else y.shape[3]
     if not torch.jit.is_tracing() and k_got != k:
         raise ValueError(f"cross_merge: pattern {pattern!r} has K={k} routes, y has {k_got}")
-    backend = resolve_backend(backend, y, "cross_merge")
+    backend = resolve_backend(
+        "cross_merge", backend, y.device, y.dtype, channel_first=channel_first
+    )
     return torch.ops.vmamba_ops.cross_merge(y, pattern, channel_first, backend)
 
 

@@ -1,12 +1,12 @@
 /* Cross-scan / cross-merge on the CPU, channel-first layout: one read of the input, one write
  * of the output, pthreads over (batch, channel) planes.
  *
- * Compiled on first use by vmamba_ops/_native.py (plain C) and called through ctypes.
- * Semantics: vmamba_ops/cross_scan/naive.py. Layouts (all contiguous):
+ * Compiled on first use by vmamba_ops/_c_library.py (plain C) and called through ctypes.
+ * Semantics: vmamba_ops/cross_scan/routes.py. Layouts (all contiguous):
  *   cross_scan:  x (B, C, H, W) -> out (B, K, C, H*W)
  *   cross_merge: y (B, K, C, H, W) -> out (B, C, H, W), out = sum of the K routes on the grid
  *   to_channel_first: (B, H*W, C) -> (B, C, H*W) (a channels-last map made channel-first)
- * with K = 4 and pattern 0..3 = cross, unidi, bidi, cascade (the order of naive.PATTERNS).
+ * with K = 4 and pattern 0..3 = cross, unidi, bidi, cascade (the order of routes.PATTERNS).
  * The body is written once in cross_scan_cpu_impl.h and instantiated for float and double.
  */
 #include <stdint.h>
@@ -19,7 +19,9 @@
 #define TASK_ELEMS 16384   /* plane elements per task (small planes are grouped) */
 #define THREAD_ELEMS 65536 /* output elements per thread below which fewer threads are used */
 
-/* How a route orders the pixels (h, w) of an H x W plane: position l of the route reads pixel
+/* How a route orders the pixels (h, w) of an H x W plane (the orders and ROUTES below mirror
+ * vmamba_ops/cross_scan/routes.py, the one definition; tests/test_ops/test_cross_scan_c_kernel.py
+ * checks every route of this kernel against it): position l of the route reads pixel
  *   ROW: l = h*W + w      ROW_REV: l = L-1 - (h*W + w)      ROW_FLIPW: l = h*W + W-1-w
  *   COL: l = w*H + h      COL_REV: l = L-1 - (w*H + h)      COL_FLIPH: l = w*H + H-1-h */
 enum { ROW, ROW_REV, ROW_FLIPW, COL, COL_REV, COL_FLIPH };

@@ -1,8 +1,8 @@
 /* Fork-join over tasks. Built with -fopenmp, it runs on OpenMP: PyTorch's CPU wheels ship their
  * own libgomp.so.1, and a library asking for that soname gets the copy torch already loaded, so
  * these kernels use torch's worker threads instead of starting their own (own threads would
- * compete with torch's, which spin for a while after each parallel region: on 2 cores that made
- * the kernels slower with 2 threads than with 1). Without OpenMP it falls back to pthreads. */
+ * compete with torch's, which spin for a while after each parallel region, and on a machine
+ * with few cores lose more to that than they gain). Without OpenMP it falls back to pthreads. */
 #ifndef VMAMBA_POOL_H
 #define VMAMBA_POOL_H
 #include <pthread.h>
@@ -50,11 +50,12 @@ typedef struct {
   int failed;
 } pool_t;
 
-/* Subnormal floats (below 1.2e-38 in float32) take a microcode path costing ~100x a normal
- * operation. A scan's state and adjoint decay geometrically along long sequences and reach that
- * range (Vim's backward at 384 px spent 2/3 of its time there, and handed the subnormals on to
- * the GEMMs of the layers below), so the kernels run with flush-to-zero / denormals-are-zero,
- * as GPU kernels compiled with fast math do; the caller's setting is restored afterwards. */
+/* Subnormal floats (below 1.2e-38 in float32) take a microcode path costing orders of magnitude
+ * more than a normal operation. A scan's state and adjoint decay geometrically along long
+ * sequences and reach that range (Vim's backward at high resolution spent most of its time
+ * there, and handed the subnormals on to the GEMMs of the layers below), so the kernels run
+ * with flush-to-zero / denormals-are-zero, as GPU kernels compiled with fast math do; the
+ * caller's setting is restored afterwards. */
 static inline unsigned int ftz_begin(void) {
 #if defined(__x86_64__) || defined(__i386__)
   const unsigned int csr = _mm_getcsr();

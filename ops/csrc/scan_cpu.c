@@ -1,7 +1,7 @@
 /* Selective scan on the CPU: one pass over the sequence, vectorised math, pthreads.
  *
- * Compiled on first use by vmamba_ops/_native.py (plain C, no torch headers) and
- * called through ctypes. Semantics: vmamba_ops/selective_scan/naive.py without the z gate
+ * Compiled on first use by vmamba_ops/_c_library.py (plain C, no torch headers) and
+ * called through ctypes. Semantics: vmamba_ops/selective_scan/reference.py without the z gate
  * (the Python wrapper applies it):
  *
  *   dt[t]   = softplus(delta[t] + bias)          (bias and softplus optional)
@@ -48,5 +48,9 @@
 #undef SIGMOID
 #undef SFX
 
-/* lets the loader check that it talks to the library it compiled */
-int vmamba_ops_abi_version(void) { return 2; }
+/* lets the loader check that it talks to the library it compiled; the number is defined once,
+ * in vmamba_ops/_c_library.py, and passed on the compiler's command line */
+#ifndef VMAMBA_OPS_ABI_VERSION
+#error "VMAMBA_OPS_ABI_VERSION is set by the loader (vmamba_ops/_c_library.py)"
+#endif
+int vmamba_ops_abi_version(void) { return VMAMBA_OPS_ABI_VERSION; }

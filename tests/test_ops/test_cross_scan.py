@@ -1,4 +1,4 @@
-"""vmamba_ops.cross_scan / cross_merge: index formulas, layouts, adjointness, autograd."""
+"""vmamba_ops.cross_scan / cross_merge: the route table, layouts, adjointness, autograd."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import vmamba_ops
-from vmamba_ops.cross_scan.naive import route_index
+from vmamba_ops.cross_scan.routes import ROUTES, position, route_index
 
 SIZES = [
     pytest.param(1, 1, id="1x1"),
@@ -37,24 +37,35 @@ def test_route_formulas_by_hand():
     assert vmamba_ops.segment_length("cross", 2, 3) == [6] * 4
 
 
+def test_route_table_formula():
+    """The table's one formula, by hand on a 2x3 grid, and the index table built from it."""
+    row, col, row_rev, col_rev = ROUTES["cross"]
+    assert [position(row, 1, 2, 2, 3), position(col, 1, 2, 2, 3)] == [5, 5]
+    assert [position(row, 0, 1, 2, 3), position(col, 0, 1, 2, 3)] == [1, 2]
+    assert [position(row_rev, 0, 1, 2, 3), position(col_rev, 0, 1, 2, 3)] == [4, 3]
+    _, row_flipw, _, col_fliph = ROUTES["cascade"]
+    assert [position(row_flipw, 0, 0, 2, 3), position(col_fliph, 0, 0, 2, 3)] == [2, 1]
+    assert {len(orders) for orders in ROUTES.values()} == {4}
+
+
 @pytest.mark.parametrize("h, w", SIZES)
 @pytest.mark.parametrize("pattern", PATTERNS)
 @pytest.mark.parametrize("channel_first", LAYOUTS)
-def test_cpu_matches_reference_and_is_adjoint(h, w, pattern, channel_first):
+def test_backends_match_reference_and_are_adjoint(h, w, pattern, channel_first):
     b, c = 2, 3
     x = torch.randn(b, c, h, w, dtype=torch.float64)
     y = torch.randn(b, 4, c, h, w, dtype=torch.float64)
     if not channel_first:
         x = x.permute(0, 2, 3, 1).contiguous()
         y = y.permute(0, 3, 4, 1, 2).contiguous()
-    scans = [vmamba_ops.cross_scan(x, pattern, channel_first, backend=be) for be in ("ref", "cpu")]
-    merges = [
-        vmamba_ops.cross_merge(y, pattern, channel_first, backend=be) for be in ("ref", "cpu")
-    ]
+    backends = ("ref", "torch", "cpu")  # 'cpu': the C kernel where it takes the layout
+    scans = [vmamba_ops.cross_scan(x, pattern, channel_first, backend=be) for be in backends]
+    merges = [vmamba_ops.cross_merge(y, pattern, channel_first, backend=be) for be in backends]
     expected_scan = (b, 4, c, h * w) if channel_first else (b, h * w, 4, c)
     assert scans[0].shape == expected_scan and merges[0].shape == x.shape
-    assert torch.equal(scans[0], scans[1])
-    torch.testing.assert_close(merges[0], merges[1])
+    for scan, merge in zip(scans[1:], merges[1:]):
+        assert torch.equal(scans[0], scan)
+        torch.testing.assert_close(merges[0], merge)
     # <scan(x), y> == <x, merge(y)>; y's sequence axis is (H, W) in row-major order
     lhs = (scans[1].reshape(-1) * y.reshape(-1)).sum()
     rhs = (x * merges[1]).sum()

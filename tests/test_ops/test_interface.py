@@ -7,7 +7,8 @@ import torch
 from ops_test_utils import args_of, make_inputs
 
 import vmamba_ops
-from vmamba_ops import _backend
+from vmamba_ops import dispatch
+from vmamba_ops.selective_scan import c_kernel, torch_scan
 
 
 def _detached(inp: dict) -> dict:
@@ -40,11 +41,13 @@ def test_public_api_surface():
         "selective_scan_flops",
         "FLOP_HANDLES",
         "available_backends",
+        "set_backend",
+        "use_backend",
         "K_OF_PATTERN",
     ):
         assert hasattr(vmamba_ops, name), name
     assert vmamba_ops.K_OF_PATTERN == {"cross": 4, "unidi": 4, "bidi": 4, "cascade": 4}
-    assert vmamba_ops.available_backends("cpu")[:2] == ["ref", "cpu"]
+    assert vmamba_ops.available_backends("cpu")[:2] == ["ref", "torch"]
 
 
 def test_vmamba_ops_imports_no_openmmlab():
@@ -60,21 +63,22 @@ def test_vmamba_ops_imports_no_openmmlab():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-@pytest.mark.parametrize("kernel, module", [("native", "_native_scan"), ("torch", "_cpu")])
-def test_auto_backend_on_cpu_is_the_fast_path(monkeypatch, kernel, module):
-    """'auto' on CPU tensors runs the compiled kernel, or the chunked torch scan when asked."""
-    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", kernel)
+@pytest.mark.parametrize(
+    "setting, module", [("auto", c_kernel), ("c", c_kernel), ("torch", torch_scan)]
+)
+def test_auto_backend_on_cpu_runs_the_table_or_the_setting(monkeypatch, setting, module):
+    """'auto' on CPU tensors runs the C kernel, or what set_backend asked for."""
     calls = []
-    impl = vmamba_ops.selective_scan.__globals__[module]
-    original = impl.selective_scan_fwd
+    original = module.selective_scan_fwd
 
     def spy(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(impl, "selective_scan_fwd", spy)
+    monkeypatch.setattr(module, "selective_scan_fwd", spy)
     inp = _detached(make_inputs(1, 4, 5, 2, 1))
-    vmamba_ops.selective_scan(*args_of(inp))
+    with vmamba_ops.use_backend(setting, device="cpu"):
+        vmamba_ops.selective_scan(*args_of(inp))
     assert calls == [1]
 
 
@@ -125,21 +129,28 @@ def test_backend_errors(monkeypatch):
     inp = _detached(make_inputs(1, 4, 5, 2, 1))
     with pytest.raises(ValueError, match="unknown backend 'cuda'"):
         vmamba_ops.selective_scan(*args_of(inp), backend="cuda")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    monkeypatch.setattr(dispatch, "_interpret", False)
+    monkeypatch.setattr(dispatch, "_HAS_TRITON", True)
     with pytest.raises(RuntimeError, match="needs CUDA tensors.*TRITON_INTERPRET=1"):
         vmamba_ops.selective_scan(*args_of(inp), backend="triton")
-    monkeypatch.setattr(_backend, "_HAS_TRITON", False)
+    monkeypatch.setattr(dispatch, "_HAS_TRITON", False)
     with pytest.raises(RuntimeError, match="pip install triton"):
         vmamba_ops.cross_scan(torch.randn(1, 2, 3, 3), backend="triton")
 
 
 def test_opcheck_custom_ops():
     inp = make_inputs(2, 8, 16, 4, 4, with_z=True)
-    torch.library.opcheck(torch.ops.vmamba_ops.selective_scan.default, (*args_of(inp), True, "cpu"))
+    ops = torch.ops.vmamba_ops
+    for backend in ("c", "torch"):
+        torch.library.opcheck(ops.selective_scan.default, (*args_of(inp), True, backend))
     x = torch.randn(2, 3, 4, 5, requires_grad=True)
-    torch.library.opcheck(torch.ops.vmamba_ops.cross_scan.default, (x, "cross", True, "cpu"))
+    torch.library.opcheck(ops.cross_scan.default, (x, "cross", True, "c"))
     y = torch.randn(2, 5, 4, 4, 3, requires_grad=True)
-    torch.library.opcheck(torch.ops.vmamba_ops.cross_merge.default, (y, "bidi", False, "cpu"))
+    torch.library.opcheck(ops.cross_merge.default, (y, "bidi", False, "torch"))
+    low = torch.randn(2, 4, 3, 16)  # the fused low-rank forward (no autograd: no grads)
+    args = [t.detach() if t is not None else None for t in args_of(inp)]
+    proj = torch.randn(8, 3)
+    torch.library.opcheck(ops.selective_scan_lowrank.default, (args[0], low, proj, *args[2:], True))
 
 
 def test_compile_fullgraph_sees_one_node_per_op():
@@ -199,7 +210,7 @@ def test_mmengine_flop_analyzer_counts_the_formula():
 
 
 @pytest.mark.parametrize("shape", [(0, 4, 8), (2, 4, 0)], ids=["empty-batch", "empty-sequence"])
-@pytest.mark.parametrize("backend", ["auto", "cpu", "ref"])
+@pytest.mark.parametrize("backend", ["auto", "cpu", "c", "torch", "ref"])
 def test_empty_inputs_give_empty_outputs_and_grads(shape, backend):
     b, d, length = shape
     u = torch.randn(b, d, length, requires_grad=True)

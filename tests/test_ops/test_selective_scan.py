@@ -1,4 +1,4 @@
-"""vmamba_ops.selective_scan: the fast CPU path against the sequential reference."""
+"""vmamba_ops.selective_scan: the C kernel and the chunked torch scan against the reference."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import torch
 from ops_test_utils import args_of, assert_close_rel, grads, make_inputs
 
 import vmamba_ops
-from vmamba_ops.selective_scan import cpu as ss_cpu
+from vmamba_ops.selective_scan import linear_recurrence, torch_scan
+from vmamba_ops.selective_scan.linear_recurrence import chunk_scan
 
 # upstream mamba_ssm test tolerances for float32
 RTOL, ATOL = 6e-4, 2e-3
 
 
-@pytest.fixture(autouse=True, params=["native", "torch"])
-def cpu_kernel(request, monkeypatch):
-    """Run every test with both implementations behind backend='cpu' (the compiled C kernel and
-    the chunked PyTorch scan); 'native' fails rather than falls back if the kernel cannot build."""
-    monkeypatch.setenv("VMAMBA_OPS_CPU_KERNEL", request.param)
-    return request.param
+@pytest.fixture(autouse=True, params=["c", "torch"])
+def cpu_kernel(request):
+    """Run every test with both CPU backends behind 'auto' (the compiled C kernel and the
+    chunked PyTorch scan); 'c' fails rather than falls back if the kernel cannot build."""
+    with vmamba_ops.use_backend(request.param, device="cpu"):
+        yield request.param
 
 
 CASES = [
@@ -39,7 +40,7 @@ def test_cpu_matches_reference_fp32(b, dim, L, n, g, with_d, with_z, with_bias, 
         inp["delta"] = torch.nn.functional.softplus(inp["delta"]).detach().requires_grad_()
     kw = dict(delta_softplus=softplus, return_last_state=last)
     out_ref = vmamba_ops.selective_scan_ref(*args_of(inp), **kw)
-    out = vmamba_ops.selective_scan(*args_of(inp), **kw, backend="cpu")
+    out = vmamba_ops.selective_scan(*args_of(inp), **kw)
     if last:
         assert_close_rel(out[0], out_ref[0], RTOL, ATOL, "y")
         assert_close_rel(out[1], out_ref[1], RTOL, ATOL, "last_state")
@@ -55,7 +56,7 @@ def test_cpu_float64_long_sequence_is_exact():
     """Many chunks and strong decay: catches cancellation in the chunked (reverse) scans."""
     inp = make_inputs(1, 4, 700, 4, 2, dtype=torch.float64, with_z=True)
     out_ref = vmamba_ops.selective_scan_ref(*args_of(inp), delta_softplus=True)
-    out = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
+    out = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True)
     assert_close_rel(out, out_ref, 1e-9, 1e-10, "y")
     g_ref, g_cpu = grads(out_ref, inp), grads(out, inp)
     for name in g_ref:
@@ -75,7 +76,7 @@ def test_cpu_unusual_ranges_match_reference(dt_scale, a_sign):
         with torch.no_grad():
             inp["A"].copy_(inp["A"].abs() * 0.05)
     out_ref = vmamba_ops.selective_scan_ref(*args_of(inp), delta_softplus=softplus)
-    out = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=softplus, backend="cpu")
+    out = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=softplus)
     assert_close_rel(out, out_ref, 1e-8, 1e-9, "y")
     g_ref, g_cpu = grads(out_ref, inp), grads(out, inp)
     for name in g_ref:
@@ -86,9 +87,7 @@ def test_cpu_gradcheck_float64():
     inp = make_inputs(2, 4, 9, 2, 2, dtype=torch.float64, with_z=True)
 
     def fn(*args):
-        y, last = vmamba_ops.selective_scan(
-            *args, delta_softplus=True, return_last_state=True, backend="cpu"
-        )
+        y, last = vmamba_ops.selective_scan(*args, delta_softplus=True, return_last_state=True)
         return y, last
 
     assert torch.autograd.gradcheck(fn, args_of(inp), eps=1e-6, atol=1e-6)
@@ -96,10 +95,10 @@ def test_cpu_gradcheck_float64():
 
 def test_bc_without_group_axis_equals_one_group():
     inp = make_inputs(2, 4, 11, 3, 1, bc_3d=True)
-    y3 = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, backend="cpu")
+    y3 = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True)
     args4 = list(args_of(inp))
     args4[3], args4[4] = args4[3].unsqueeze(1), args4[4].unsqueeze(1)
-    y4 = vmamba_ops.selective_scan(*args4, delta_softplus=True, backend="cpu")
+    y4 = vmamba_ops.selective_scan(*args4, delta_softplus=True)
     torch.testing.assert_close(y3, y4)
     g = grads(y3, inp)
     assert g["B"].shape == inp["B"].shape
@@ -108,9 +107,7 @@ def test_bc_without_group_axis_equals_one_group():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 def test_low_precision_in_same_dtype_out_and_close(dtype):
     inp = make_inputs(2, 8, 64, 4, 4, dtype=dtype, with_z=True)
-    y, last = vmamba_ops.selective_scan(
-        *args_of(inp), delta_softplus=True, return_last_state=True, backend="cpu"
-    )
+    y, last = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, return_last_state=True)
     assert y.dtype == dtype and last.dtype == torch.float32
     ref32 = make_inputs(2, 8, 64, 4, 4, dtype=dtype, with_z=True, requires_grad=False)
     ref32 = {k: (v.float() if v is not None else None) for k, v in ref32.items()}
@@ -124,9 +121,7 @@ def test_low_precision_in_same_dtype_out_and_close(dtype):
 def test_outputs_are_fully_written(nan_poison):
     """Every output element is written even though scratch/outputs start as NaN."""
     inp = make_inputs(2, 8, 150, 4, 4, with_z=True)
-    y, last = vmamba_ops.selective_scan(
-        *args_of(inp), delta_softplus=True, return_last_state=True, backend="cpu"
-    )
+    y, last = vmamba_ops.selective_scan(*args_of(inp), delta_softplus=True, return_last_state=True)
     assert torch.isfinite(y).all() and torch.isfinite(last).all()
     for name, t in grads((y, last), inp).items():
         assert torch.isfinite(t).all(), name
@@ -145,8 +140,8 @@ def test_chunk_scan_forward_and_reverse_match_loops():
     for t in reversed(range(333)):
         h = (la[:, t + 1].exp() * h if t + 1 < 333 else 0) + x[:, t]
         rev[:, t] = h
-    torch.testing.assert_close(ss_cpu.chunk_scan(la, x), fwd, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(ss_cpu.chunk_scan(la, x, reverse=True), rev, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunk_scan(la, x), fwd, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(chunk_scan(la, x, reverse=True), rev, rtol=1e-12, atol=1e-12)
 
 
 def test_reference_matches_hand_computed_values():
@@ -175,23 +170,22 @@ def test_chunk_scan_long_decay_uses_safe_carry():
     for t in range(3000):
         h = la[:, t].exp() * h + x[:, t]
         expected[:, t] = h
-    torch.testing.assert_close(ss_cpu.chunk_scan(la, x), expected, rtol=1e-10, atol=1e-12)
-    flipped = ss_cpu.chunk_scan(la.flip(-1), x.flip(-1)).flip(-1)
+    torch.testing.assert_close(chunk_scan(la, x), expected, rtol=1e-10, atol=1e-12)
+    flipped = chunk_scan(la.flip(-1), x.flip(-1)).flip(-1)
     # reverse scan with the same decays shifted by one step equals the flipped forward scan
     shifted = torch.cat([la[:, :1], la[:, :-1]], dim=1)
     torch.testing.assert_close(
-        ss_cpu.chunk_scan(shifted, x, reverse=True), flipped, rtol=1e-10, atol=1e-12
+        chunk_scan(shifted, x, reverse=True), flipped, rtol=1e-10, atol=1e-12
     )
 
 
 def test_chunk_shrinks_for_fast_decays_instead_of_falling_back():
     """Vim/v0 shapes (A down to -16, dt up to ~0.1) need chunks short enough for exp(-S)."""
-    from vmamba_ops.selective_scan import cpu
-
     delta = torch.full((1, 4, 197), 0.1)
     A = -torch.arange(1.0, 17.0).repeat(4, 1)
-    limit = cpu._chunk_limit(delta, None, A, softplus=False)
-    assert limit == int(cpu._MAX_LOG_RANGE / (0.1 * 16))
-    chunk = cpu._pick_chunk(197, limit)
+    limit = torch_scan._chunk_limit(delta, None, A, softplus=False)
+    assert limit == int(linear_recurrence.MAX_LOG_RANGE / (0.1 * 16))
+    chunk = linear_recurrence.pick_chunk(197, limit)
     assert chunk <= limit and chunk & (chunk - 1) == 0  # 197 is prime: a power-of-two chunk
-    assert cpu._pick_chunk(3136, 128) == 64 and cpu._pick_chunk(3136, 50) == 49
+    pick = linear_recurrence.pick_chunk
+    assert pick(3136, 128) == 64 and pick(3136, 50) == 49

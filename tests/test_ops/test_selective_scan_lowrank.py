@@ -1,7 +1,8 @@
 """selective_scan(..., delta_proj=W): delta given by low-rank factors.
 
-The compiled CPU kernel forms ``delta = W @ delta_low`` per chunk when no gradient is needed;
-everything else expands it with one bmm first. Both are checked against the float64
+The compiled CPU kernel forms ``delta = W @ delta_low`` per chunk where the dispatch table says so
+(CPU, float32/float64, rank <= 8, no gradient, no graph capture; its own custom op); everything
+else expands it with one bmm first. Both are checked against the float64
 sequential reference run on a delta expanded by einsum (independent of the code under test).
 """
 
@@ -11,12 +12,14 @@ import pytest
 import torch
 
 import vmamba_ops
-from vmamba_ops import _native, selective_scan, selective_scan_ref
-from vmamba_ops.selective_scan import native as native_scan
+from vmamba_ops import selective_scan, selective_scan_ref
+from vmamba_ops.selective_scan import c_kernel
 
-needs_native = pytest.mark.skipif(
-    _native.mode() == "torch", reason="VMAMBA_OPS_CPU_KERNEL=torch: no compiled kernel"
-)
+
+@pytest.fixture(autouse=True)
+def c_backend(monkeypatch):
+    """'auto' on CPU tensors means the C kernel here (whatever VMAMBA_OPS_CPU_KERNEL says)."""
+    monkeypatch.setattr(vmamba_ops.dispatch, "_settings", {"cpu": "c"})
 
 
 def _inputs(b, g, dg, n, r, length, dtype, seed=0, view=True):
@@ -64,17 +67,16 @@ def _expected(inp, g, use_d, use_z, use_bias, softplus):
 @pytest.fixture
 def fused_calls(monkeypatch):
     calls = []
-    original = native_scan.selective_scan_fwd_lowrank
+    original = c_kernel.selective_scan_fwd_lowrank
 
     def counting(*args, **kwargs):
         calls.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(native_scan, "selective_scan_fwd_lowrank", counting)
+    monkeypatch.setattr(c_kernel, "selective_scan_fwd_lowrank", counting)
     return calls
 
 
-@needs_native
 @pytest.mark.parametrize(
     "b,g,dg,n,r,length",
     [(1, 4, 16, 1, 6, 130), (2, 4, 5, 4, 3, 37), (3, 1, 9, 16, 1, 1), (1, 2, 24, 1, 8, 65)],
@@ -105,7 +107,6 @@ def test_fused_forward_matches_reference(b, g, dg, n, r, length, dtype, tol, fla
     torch.testing.assert_close(last.double(), want_last, rtol=tol, atol=tol)
 
 
-@needs_native
 def test_single_group_with_three_dim_factors(fused_calls):
     inp = _inputs(2, 1, 12, 4, 5, 33, torch.float32, view=False)
     low3, b3, c3 = inp["delta"][:, 0], inp["B"][:, 0], inp["C"][:, 0]
@@ -119,7 +120,7 @@ def test_single_group_with_three_dim_factors(fused_calls):
 
 
 def test_large_rank_keeps_the_bmm_and_matches_the_reference(fused_calls):
-    # from rank 12 on the in-kernel projection is slower than BLAS (interface._FUSE_MAX_RANK)
+    # above dispatch.LOW_RANK_MAX the in-kernel projection costs more than the bmm it saves
     inp = _inputs(1, 4, 8, 1, 48, 40, torch.float32)
     inp.pop("z")
     with torch.no_grad():
@@ -173,15 +174,28 @@ def test_traced_graph_shows_the_projection_and_the_scan(fused_calls):
     assert fused_calls == []
 
 
-def test_dispatch_modes_see_the_projection_and_the_op(fused_calls):
+def test_dispatch_modes_see_one_op_that_counts_the_projection(fused_calls):
+    """Under a dispatch mode the fused forward is one op node, vmamba_ops::selective_scan_lowrank,
+    whose FLOP formula counts the projection as the unfused path's bmm is counted."""
     from torch.utils.flop_counter import FlopCounterMode
 
     inp = _inputs(1, 4, 4, 1, 2, 8, torch.float32, view=False)
     inp.pop("z")
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         selective_scan(**inp)
-    assert fused_calls == []
-    assert counter.get_total_flops() == 2 * 16 * 2 * 8  # the bmm: 2 * dim * R * L
+    assert fused_calls == [1]
+    assert counter.get_total_flops() == 2 * 16 * 2 * 8  # 2 * dim * R * L
+    with torch.no_grad(), vmamba_ops.use_backend("torch"), FlopCounterMode(display=False) as c2:
+        selective_scan(**inp)  # unfused: the bmm
+    assert c2.get_total_flops() == counter.get_total_flops() and fused_calls == [1]
+
+
+def test_fused_op_flop_handle_counts_scan_and_projection():
+    inp = _inputs(2, 4, 3, 2, 5, 7, torch.float32, view=False)
+    args = [inp["u"], inp["delta"], inp["delta_proj"], inp["A"], inp["B"], inp["C"], inp["D"]]
+    handle = vmamba_ops.FLOP_HANDLES["vmamba_ops::selective_scan_lowrank"]
+    got = handle([*args, None, None, True], [])
+    assert got == vmamba_ops.selective_scan_flops(2, 7, 12, 2, with_D=True) + 2 * 12 * 5 * 7
 
 
 def test_low_rank_delta_is_the_grouped_projection():

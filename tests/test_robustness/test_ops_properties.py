@@ -66,7 +66,7 @@ def test_decomposed_scan_matches_reference(kw):
 
 
 @SETTINGS
-@given(scan_inputs(), st.sampled_from(["cpu", "ref"]))
+@given(scan_inputs(), st.sampled_from(["c", "torch", "ref"]))
 def test_scan_is_causal(kw, backend):
     """Changing the inputs at t >= t0 never changes the outputs at t < t0."""
     length = kw["u"].shape[-1]
@@ -94,10 +94,11 @@ def test_scan_is_linear_in_u(kw, a, c):
     """Without the gate z, y(a u1 + c u2) = a y(u1) + c y(u2) for fixed delta, A, B, C, D."""
     kw = dict(kw, z=None)
     u1, u2 = kw["u"], torch.randn_like(kw["u"])
-    y1 = vmamba_ops.selective_scan(**dict(kw, u=u1), backend="cpu")
-    y2 = vmamba_ops.selective_scan(**dict(kw, u=u2), backend="cpu")
-    y12 = vmamba_ops.selective_scan(**dict(kw, u=a * u1 + c * u2), backend="cpu")
-    torch.testing.assert_close(y12, a * y1 + c * y2, rtol=1e-9, atol=1e-9)
+    for backend in ("torch", "cpu"):
+        y1 = vmamba_ops.selective_scan(**dict(kw, u=u1), backend=backend)
+        y2 = vmamba_ops.selective_scan(**dict(kw, u=u2), backend=backend)
+        y12 = vmamba_ops.selective_scan(**dict(kw, u=a * u1 + c * u2), backend=backend)
+        torch.testing.assert_close(y12, a * y1 + c * y2, rtol=1e-9, atol=1e-9)
 
 
 @SETTINGS
@@ -115,11 +116,12 @@ def test_scan_stays_finite_under_extreme_decay(length, magnitude, dtype):
     A = -torch.rand(2, 3, generator=gen).add(0.5).to(dtype)
     B = torch.randn(1, 3, length, generator=gen).to(dtype)
     C = torch.randn(1, 3, length, generator=gen).to(dtype)
-    y = vmamba_ops.selective_scan(u, delta, A, B, C, backend="cpu")
     ref = vmamba_ops.selective_scan_ref(u, delta, A, B, C)
-    assert torch.isfinite(y).all()
     tol = 1e-4 if dtype == torch.float32 else 2e-2
-    torch.testing.assert_close(y.float(), ref.float(), rtol=tol, atol=tol)
+    for backend in ("torch", "cpu"):
+        y = vmamba_ops.selective_scan(u, delta, A, B, C, backend=backend)
+        assert torch.isfinite(y).all()
+        torch.testing.assert_close(y.float(), ref.float(), rtol=tol, atol=tol)
 
 
 @SETTINGS
@@ -151,7 +153,7 @@ def test_cross_merge_is_the_adjoint_of_cross_scan(b, c, h, w):
     x = torch.randn(b, c, h, w, generator=gen, dtype=torch.float64)
     y = torch.randn(b, 4, c, h, w, generator=gen, dtype=torch.float64)
     for pattern in vmamba_ops.PATTERNS:
-        for backend in ("ref", "cpu"):
+        for backend in ("ref", "torch", "cpu"):
             lhs = (vmamba_ops.cross_scan(x, pattern, backend=backend).flatten() * y.flatten()).sum()
             rhs = (x * vmamba_ops.cross_merge(y, pattern, backend=backend)).sum()
             torch.testing.assert_close(lhs, rhs, rtol=1e-12, atol=1e-12)
@@ -168,7 +170,7 @@ def test_bf16_inputs_keep_a_float32_state():
     A = -torch.rand(dim, n, generator=gen).add(0.1).bfloat16()
     B = torch.randn(b, n, length, generator=gen).bfloat16()
     C = torch.randn(b, n, length, generator=gen).bfloat16()
-    for backend in ("cpu", "ref"):
+    for backend in ("cpu", "torch", "ref"):
         y, last = vmamba_ops.selective_scan(
             u, delta, A, B, C, return_last_state=True, backend=backend
         )

@@ -10,6 +10,9 @@ Semantics (all arithmetic in float32, or float64 when the inputs are float64)::
     y             = y * silu(z)                                   # if z is given
 
 with ``g = d // (dim // G)``. The loop over ``t`` is a plain Python loop: slow and obviously right.
+The steps before and after the recurrence (:func:`time_steps`, :func:`expand_groups`,
+:func:`skip_and_gate`) are shared with the export decomposition, which replaces the loop by a
+doubling scan.
 """
 
 from __future__ import annotations
@@ -19,8 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-def _compute_dtype(u: Tensor) -> torch.dtype:
+def compute_dtype(u: Tensor) -> torch.dtype:
+    """The state's dtype: float64 for float64 inputs, else float32."""
     return torch.float64 if u.dtype == torch.float64 else torch.float32
+
+
+def time_steps(
+    delta: Tensor, delta_bias: Tensor | None, delta_softplus: bool, dtype: torch.dtype
+) -> Tensor:
+    """dt = softplus(delta + delta_bias) (bias and softplus optional), (batch, dim, L) in dtype."""
+    dt = delta.to(dtype)
+    if delta_bias is not None:
+        dt = dt + delta_bias.to(dtype)[None, :, None]
+    return F.softplus(dt) if delta_softplus else dt
 
 
 def expand_groups(BC: Tensor, dim: int) -> Tensor:
@@ -37,6 +51,15 @@ def expand_groups(BC: Tensor, dim: int) -> Tensor:
         BC = BC.unsqueeze(1)
     b, g, n, length = BC.shape
     return BC.unsqueeze(2).expand(b, g, dim // g, n, length).reshape(b, dim, n, length)
+
+
+def skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
+    """y + D * u, then times silu(z) (each optional); y, u, z (batch, dim, L), D (dim,)."""
+    if D is not None:
+        y = y + D.to(y.dtype)[None, :, None] * u.to(y.dtype)
+    if z is not None:
+        y = y * F.silu(z.to(y.dtype))
+    return y
 
 
 def selective_scan_ref(
@@ -69,30 +92,23 @@ def selective_scan_ref(
         y (batch, dim, L) in u's dtype, or (y, last_state) with last_state (batch, dim, N) in
         float32 (float64 for float64 inputs).
     """
-    dtype_in = u.dtype
-    ct = _compute_dtype(u)
+    ct = compute_dtype(u)
     batch, dim, length = u.shape
     u_f = u.to(ct)
-    dt = delta.to(ct)
-    if delta_bias is not None:
-        dt = dt + delta_bias.to(ct)[None, :, None]
-    if delta_softplus:
-        dt = F.softplus(dt)
+    dt = time_steps(delta, delta_bias, delta_softplus, ct)
     A_f = A.to(ct)
     B_f = expand_groups(B.to(ct), dim)  # (b, d, n, l)
     C_f = expand_groups(C.to(ct), dim)
-    n_state = A.shape[1]
 
-    h = u_f.new_zeros(batch, dim, n_state)
+    h = u_f.new_zeros(batch, dim, A.shape[1])
     ys = []
     for t in range(length):
         decay = torch.exp(dt[:, :, t, None] * A_f)  # (b, d, n)
         h = decay * h + (dt[:, :, t] * u_f[:, :, t])[:, :, None] * B_f[:, :, :, t]
         ys.append((h * C_f[:, :, :, t]).sum(-1))
     y = torch.stack(ys, dim=-1) if length > 0 else u_f.new_zeros(batch, dim, 0)
-    if D is not None:
-        y = y + D.to(ct)[None, :, None] * u_f
-    if z is not None:
-        y = y * F.silu(z.to(ct))
-    y = y.to(dtype_in)
+    y = skip_and_gate(y, u_f, D, z).to(u.dtype)
     return (y, h) if return_last_state else y
+
+
+__all__ = ["expand_groups", "selective_scan_ref", "skip_and_gate", "time_steps"]

@@ -1,16 +1,17 @@
 """Build, cache and load the compiled CPU kernels (``ops/csrc/*.c``): one shared library.
 
-Why: PyTorch ops make one pass over memory each; the scan (:mod:`.selective_scan.native`) and
-cross-scan kernels make one pass in all, with the math vectorised by the compiler. They are
-plain C (no torch headers, no CUDA): the system C compiler builds them in about two seconds into
-``~/.cache/mmvmamba/kernels/<key>/`` (``$VMAMBA_OPS_CACHE`` overrides the folder); the key
-covers the sources, the compiler and the CPU, so a home folder shared by different machines gets
-one build per CPU type. They are called through ``ctypes`` on contiguous buffers and run on
-``torch.get_num_threads()`` threads (ctypes releases the GIL during the call).
+Why: PyTorch ops make one pass over memory each; the scan (:mod:`.selective_scan.c_kernel`) and
+cross-scan kernels (:mod:`.cross_scan.c_kernel`) make one pass in all, with the math vectorised
+by the compiler. They are plain C (no torch headers, no CUDA): the system C compiler builds them
+on first use into ``~/.cache/mmvmamba/kernels/<key>/`` (``$VMAMBA_OPS_CACHE`` overrides the
+folder); the key covers the sources, the compiler and the CPU, so a home folder shared by
+different machines gets one build per CPU type. They are called through ``ctypes`` on
+contiguous buffers and run on ``torch.get_num_threads()`` threads (ctypes releases the GIL
+during the call).
 
-``$VMAMBA_OPS_CPU_KERNEL`` chooses what ``backend='cpu'`` runs on CPU tensors: ``auto``
-(default: these kernels, or the PyTorch code with one warning when no compiler works),
-``native`` (these kernels or an error saying why not) or ``torch`` (always the PyTorch code).
+Whether a call runs them is decided by :func:`vmamba_ops.dispatch.resolve_backend`;
+:func:`available` says whether they can be built here (tried once per process).
+``python -m vmamba_ops._c_library`` builds them ahead of time and prints where.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import sys
 import sysconfig
 import tempfile
 import threading
-import warnings
 from pathlib import Path
 
 from torch import Tensor
@@ -41,25 +41,14 @@ _FLAGS = (
     "-pthread",
     "-std=gnu11",
 )
+# the calling convention of the library; passed to the compiler, which bakes it into
+# vmamba_ops_abi_version() (csrc/scan_cpu.c), so this is its one definition
 _ABI_VERSION = 2
-_MODES = ("auto", "native", "torch")
+_FLAGS += (f"-DVMAMBA_OPS_ABI_VERSION={_ABI_VERSION}",)
 
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _error: str | None = None  # why the kernel cannot be used, once known
-_warned = False
-
-
-def mode() -> str:
-    """The value of ``$VMAMBA_OPS_CPU_KERNEL`` (checked)."""
-    value = os.environ.get("VMAMBA_OPS_CPU_KERNEL", "auto").strip().lower() or "auto"
-    if value not in _MODES:
-        raise ValueError(
-            f"VMAMBA_OPS_CPU_KERNEL={value!r} is not one of {_MODES}: 'auto' (compiled kernel "
-            "when a C compiler works), 'native' (compiled kernel or an error), 'torch' (the "
-            "chunked PyTorch scan)"
-        )
-    return value
 
 
 def _compiler() -> str | None:
@@ -158,31 +147,19 @@ def load() -> ctypes.CDLL:
         return lib
 
 
-def use_native(x: Tensor) -> bool:
-    """Whether ``backend='cpu'`` runs the compiled kernels for ``x`` (else the PyTorch code)."""
-    global _warned
-    if x.device.type != "cpu":
-        return False
-    m = mode()
-    if m == "torch":
-        return False
+def available() -> bool:
+    """Whether the kernels can be used here: builds (or finds) the library on the first call
+    and remembers the answer; :func:`why_not` says why not."""
     try:
         load()
-    except RuntimeError as exc:
-        if m == "native":
-            raise RuntimeError(
-                f"VMAMBA_OPS_CPU_KERNEL=native but the kernels cannot be used: {exc}"
-            ) from exc
-        if not _warned:
-            _warned = True
-            warnings.warn(
-                f"vmamba_ops: using the slower PyTorch code on the CPU, because {exc}\n"
-                "Set VMAMBA_OPS_CPU_KERNEL=torch to silence this warning.",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+    except RuntimeError:
         return False
     return True
+
+
+def why_not() -> str:
+    """Why :func:`available` is False (empty while it is True or not yet asked)."""
+    return _error or ""
 
 
 def ptr(t: Tensor | None) -> int | None:
@@ -190,8 +167,8 @@ def ptr(t: Tensor | None) -> int | None:
     return t.data_ptr() if t is not None else None
 
 
-__all__ = ["cache_dir", "function", "load", "mode", "ptr", "use_native"]
+__all__ = ["available", "cache_dir", "function", "load", "ptr", "why_not"]
 
-if __name__ == "__main__":  # `python -m vmamba_ops._native`: build now, say where
+if __name__ == "__main__":  # `python -m vmamba_ops._c_library`: build now, say where
     print(load()._name)
     sys.exit(0)

@@ -1,25 +1,16 @@
-"""Fast selective scan in plain PyTorch: chunked scan, hand-written backward, no loop over L.
+"""The 'torch' selective scan: chunked scan in plain PyTorch, hand-written backward, any device.
 
 The recurrence ``h_t = a_t * h_{t-1} + x_t`` (``a_t = exp(dt_t * A)``, ``x_t = dt_t * B_t * u_t``)
-is evaluated in chunks of T steps. Inside a chunk, with ``S_t`` the running sum of the
-log-decays ``dt * A`` since the chunk start,
-
-    h_t = exp(S_t) * (h_start + sum_{s <= t} exp(-S_s) * x_s),
-
-i.e. a cumsum, an exp and a second cumsum over the whole block at once. The chunk start states
-``h_start`` follow a short recurrence over the L/T chunks, solved by a log-depth doubling scan.
-``exp(-S)`` must not overflow: when some chunk has ``|S| > _MAX_LOG_RANGE`` (huge ``dt * |A|``)
-the block falls back to a doubling scan over the full length, which only multiplies decays and
-is stable for any input (slower: log2(L) passes). Everything accumulates in float32 (float64
-for float64 inputs).
+runs through the chunked scans of :mod:`.linear_recurrence` (no loop over L). Everything
+accumulates in float32 (float64 for float64 inputs).
 
 The backward recomputes the states (nothing but the inputs is saved) and runs the adjoint
 recurrence ``g_t = a_{t+1} * g_{t+1} + C_t * dy_t`` with the same chunked scheme, using suffix
 sums instead of prefix sums.
 
-Speed: the channels are processed in blocks of about ``_BLOCK_BYTES`` per buffer, all
+Memory: the channels are processed in blocks of about ``_BLOCK_BYTES`` per buffer, and all
 intermediates live in a few scratch buffers allocated once per call and written in place
-(``out=`` / ``op_``). On CPU, fresh large allocations page-fault and cost more than the math.
+(``out=`` / ``op_``): on the CPU, fresh large allocations page-fault and cost more than the math.
 
 Layout inside this module: rows = (batch * G) "groups" x (dim // G) channels x N states x L.
 """
@@ -31,27 +22,18 @@ import math
 import torch
 from torch import Tensor
 
-_MAX_LOG_RANGE = 60.0  # exp(60) * |x| * T stays far from the float32 maximum (3.4e38)
-_MAX_LOG_RANGE_64 = 600.0  # the same bound for the float64 carry across chunks
-_BLOCK_BYTES = 1 << 20  # per scratch buffer; measured best of 256K..16M on a 2-core Xeon
+from .linear_recurrence import MAX_LOG_RANGE, pick_chunk, rscan_, scan_
 
-
-def _pick_chunk(length: int, limit: int = 128) -> int:
-    """A chunk length <= ``limit`` that divides L when possible (no padding), else a power of 2."""
-    limit = max(8, min(limit, 128))
-    if length <= limit:
-        return max(length, 1)
-    for t in (64, 56, 49, 48, 72, 80, 96, 112, 128, 40, 32, 28, 24, 16, 14, 12, 8):
-        if t <= limit and length % t == 0:
-            return t
-    return 1 << (limit.bit_length() - 1)
+_BLOCK_BYTES = 1 << 20  # per scratch buffer (the block's buffers stay in the CPU caches)
 
 
 def _chunk_limit(delta: Tensor, delta_bias: Tensor | None, A: Tensor, softplus: bool) -> int:
-    """The longest chunk whose running log-decay sum |dt * A| stays within _MAX_LOG_RANGE.
+    """The longest chunk whose running log-decay sum |dt * A| stays within MAX_LOG_RANGE.
 
     Mamba-style models (d_state 16, A down to -16, dt up to 0.1..1) exceed the range with
     64-step chunks; shorter chunks keep the fast cumsum path instead of the doubling fallback.
+    A NaN in delta, the bias or A gives the longest chunk: the scans then see the NaN and
+    propagate it (through their fallback) as the reference does.
     """
     if delta.numel() == 0 or A.numel() == 0:
         return 128
@@ -62,147 +44,9 @@ def _chunk_limit(delta: Tensor, delta_bias: Tensor | None, A: Tensor, softplus: 
     else:
         dt_max = float(delta.abs().max()) + bias_max
     rate = dt_max * float(A.abs().max())
-    return 128 if rate <= 0 else int(_MAX_LOG_RANGE / rate)
-
-
-def _doubling_scan(a: Tensor, x: Tensor) -> Tensor:
-    """Inclusive scan h_t = a_t h_{t-1} + x_t (h_{-1} = 0) along the last axis, log2(L) passes.
-
-    Only products of decays and weighted sums appear, so it is stable for any input.
-    """
-    a = a.clone()
-    h = x.clone()
-    n = h.shape[-1]
-    k = 1
-    while k < n:
-        h_new = h.clone()
-        h_new[..., k:].addcmul_(a[..., k:], h[..., :-k])
-        if 2 * k < n:
-            a_new = a.clone()
-            a_new[..., k:].mul_(a[..., :-k])
-            a = a_new
-        h = h_new
-        k *= 2
-    return h
-
-
-def _chunk_carry(log_dec: Tensor, x: Tensor) -> Tensor:
-    """H_c = exp(log_dec_c) * H_{c-1} + x_c (H_{-1} = 0) over the chunk axis, (M, n_chunks).
-
-    Same cumsum trick as inside a chunk, in float64 (exp is safe up to ~700): a dozen small ops
-    instead of the 4 * log2(n_chunks) of the doubling scan, which remains the fallback.
-    """
-    s = log_dec.double().cumsum(-1)
-    lo, hi = torch.aminmax(s)
-    if not (float(lo) >= -_MAX_LOG_RANGE_64 and float(hi) <= _MAX_LOG_RANGE_64):
-        return _doubling_scan(log_dec.exp(), x)
-    acc = torch.exp(-s).mul_(x).cumsum_(-1)
-    return acc.mul_(s.exp_()).to(x.dtype)
-
-
-def _range_ok(s: Tensor, monotone: bool, first: bool) -> bool:
-    """Whether exp(+-s) is safe; s are within-chunk running log-decay sums (M, n_chunks, T)."""
-    if s.numel() == 0:
-        return True
-    if monotone:  # s <= 0 and monotone inside each chunk: its extreme sits at one end
-        return float(s[..., 0 if first else -1].min()) >= -_MAX_LOG_RANGE
-    lo, hi = torch.aminmax(s)
-    return float(lo) >= -_MAX_LOG_RANGE and float(hi) <= _MAX_LOG_RANGE
-
-
-def _scan_(s: Tensor, h: Tensor, monotone: bool) -> None:
-    """In place: h_t = exp(la_t) h_{t-1} + x_t along the flattened (n_chunks, T) axes.
-
-    Args:
-        s: (M, n_chunks, T) log-decays la; destroyed.
-        h: (M, n_chunks, T) inputs x; overwritten with the states.
-        monotone: la <= 0 everywhere (A <= 0, dt >= 0).
-    """
-    n_chunks = s.shape[1]
-    s.cumsum_(-1)
-    if not _range_ok(s, monotone, first=False):
-        la = torch.diff(s, dim=-1, prepend=torch.zeros_like(s[..., :1]))
-        m = s.shape[0]
-        h.copy_(_doubling_scan(la.reshape(m, -1).exp_(), h.reshape(m, -1)).view_as(h))
-        return
-    s_end = s[..., -1].clone() if n_chunks > 1 else None  # each chunk's total log-decay
-    e_s = s.exp_()
-    h.div_(e_s).cumsum_(-1).mul_(e_s)  # local states, chunk start state 0
-    if n_chunks > 1:
-        # chunk c starts from H_{c-1}, with H_c = E_c * H_{c-1} + hloc_c(end)
-        ends = _chunk_carry(s_end, h[..., -1])  # (M, n_chunks)
-        start = torch.zeros_like(ends)
-        start[:, 1:] = ends[:, :-1]
-        h.addcmul_(e_s, start.unsqueeze(-1))
-
-
-def _rscan_(s: Tensor, h: Tensor, tmp: Tensor, monotone: bool) -> None:
-    """In place: g_t = exp(la'_t) g_{t+1} + e_t (g after the end = 0), the adjoint scan.
-
-    Inside a chunk, with R_t = sum_{j=t}^{end} la'_j (suffix sums),
-    g_t = exp(R_t) * (g_next_chunk + sum_{s >= t} exp(-R_s) e_s).
-
-    Args:
-        s: (M, n_chunks, T) shifted log-decays la'_t = la_{t+1}; destroyed.
-        h: (M, n_chunks, T) inputs e; overwritten with g.
-        tmp: scratch of the same shape.
-    """
-    n_chunks = s.shape[1]
-    torch.cumsum(s, -1, out=tmp)
-    s.sub_(tmp).add_(tmp[..., -1:])  # suffix sums R (inclusive)
-    if not _range_ok(s, monotone, first=True):
-        la = s.clone()
-        la[..., :-1] -= s[..., 1:]
-        m = s.shape[0]
-        flat = _doubling_scan(la.reshape(m, -1).flip(-1).exp_(), h.reshape(m, -1).flip(-1))
-        h.copy_(flat.flip(-1).view_as(h))
-        return
-    r_first = s[..., 0].clone() if n_chunks > 1 else None  # each chunk's total log-decay
-    e_r = s.exp_()
-    # suffix sums of exp(-R) e by a reversed cumsum (not total - prefix: exp(-R) grows towards
-    # the chunk start, so the prefix form would cancel catastrophically)
-    rev = torch.arange(s.shape[-1] - 1, -1, -1, device=s.device)
-    torch.index_select(h.div_(e_r), -1, rev, out=tmp)
-    torch.index_select(tmp.cumsum_(-1), -1, rev, out=h)
-    h.mul_(e_r)  # local states, next-chunk state 0
-    if n_chunks > 1:
-        # G_c (state at chunk c's first step) = E_c * G_{c+1} + gloc_c(first)
-        rev = _chunk_carry(r_first.flip(-1), h[..., 0].flip(-1)).flip(-1)
-        nxt = torch.zeros_like(rev)
-        nxt[:, :-1] = rev[:, 1:]
-        h.addcmul_(e_r, nxt.unsqueeze(-1))
-
-
-def chunk_scan(log_a: Tensor, x: Tensor, reverse: bool = False) -> Tensor:
-    """All states of ``h_t = exp(log_a_t) h_{t-1} + x_t`` (h_{-1} = 0) along the last axis.
-
-    With ``reverse=True``: ``h_t = exp(log_a_{t+1}) h_{t+1} + x_t`` (h_L = 0), the adjoint.
-
-    Args:
-        log_a: (..., L) log-decays (float32/float64).
-        x: (..., L) inputs, same shape and dtype.
-
-    Returns:
-        (..., L) states (a new tensor; the inputs are not modified).
-    """
-    shape = x.shape
-    length = shape[-1]
-    if length == 0:
-        return x.clone()
-    t = _pick_chunk(length)
-    n_chunks = math.ceil(length / t)
-    lp = n_chunks * t
-    s = log_a.new_zeros(*shape[:-1], lp)
-    h = x.new_zeros(*shape[:-1], lp)
-    h[..., :length] = x
-    view = (-1, n_chunks, t)
-    if reverse:
-        s[..., : length - 1] = log_a[..., 1:]
-        _rscan_(s.view(view), h.view(view), torch.empty_like(h).view(view), monotone=False)
-    else:
-        s[..., :length] = log_a
-        _scan_(s.view(view), h.view(view), monotone=False)
-    return h[..., :length]
+    if not rate > 0:  # zero, or NaN
+        return 128
+    return int(min(MAX_LOG_RANGE / rate, 128.0))
 
 
 class _Plan:
@@ -217,7 +61,7 @@ class _Plan:
         dg = dim // g
         self.b, self.dim, self.L, self.g, self.n, self.dg = b, dim, length, g, n, dg
         self.bg = bg = b * g
-        self.chunk = _pick_chunk(length, _chunk_limit(delta, delta_bias, A, delta_softplus))
+        self.chunk = pick_chunk(length, _chunk_limit(delta, delta_bias, A, delta_softplus))
         self.n_chunks = math.ceil(length / self.chunk) if length else 0
         self.lp = self.n_chunks * self.chunk
         self.softplus = delta_softplus
@@ -295,7 +139,7 @@ class _Plan:
             s[..., length:] = 0
             h[..., length:] = 0
         view = (ng * nd * n, self.n_chunks, self.chunk)
-        _scan_(s.view(view), h.view(view), self.monotone)
+        scan_(s.view(view), h.view(view), self.monotone)
         return h[..., :length]
 
     def seq(self, buf: Tensor, blk) -> Tensor:
@@ -316,17 +160,7 @@ def _contract_c(h: Tensor, C: Tensor, out: Tensor) -> None:
 
 
 @torch.no_grad()
-def selective_scan_fwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-) -> tuple[Tensor, Tensor]:
+def selective_scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
     """Forward pass; shapes as in :func:`vmamba_ops.selective_scan`.
 
     Returns:
@@ -359,19 +193,7 @@ def selective_scan_fwd(
 
 
 @torch.no_grad()
-def selective_scan_bwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    dy: Tensor,
-    dlast: Tensor | None = None,
-) -> tuple[Tensor | None, ...]:
+def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dy, dlast=None):
     """Backward pass (states recomputed from the inputs).
 
     Args:
@@ -456,7 +278,7 @@ def _bwd_block(p, blk, dy, dlast, seqs, states, du, ddt_all, dz, dA, dB, dC, dD,
     if dlast is not None:
         e4[..., length - 1] += dlast[g0:g1, d0:d1]
     view = (ng * nd * n, p.n_chunks, p.chunk)
-    _rscan_(s.view(view), e.view(view), tmp.view(view), p.monotone)
+    rscan_(s.view(view), e.view(view), tmp.view(view), p.monotone)
     gv = e4[..., :length]
     t4 = tmp.view(ng, nd, n, lp)[..., :length]
 

@@ -1,8 +1,9 @@
 """The compiled CPU selective scan (``ops/csrc/scan_cpu.c``), called through ctypes.
 
-Why: the chunked PyTorch scan (:mod:`.cpu`) makes a dozen passes over memory per call (cumsum,
-exp, products, carries); the C kernel makes one, with the recurrence in registers and the math
-vectorised by the compiler. How it is built and chosen: :mod:`vmamba_ops._native`.
+Why: the chunked PyTorch scan (:mod:`.torch_scan`) makes a dozen passes over memory per call
+(cumsum, exp, products, carries); the C kernel makes one, with the recurrence in registers and
+the math vectorised by the compiler. How it is built: :mod:`vmamba_ops._c_library`; when it
+runs: :func:`vmamba_ops.dispatch.resolve_backend`.
 
 The kernel computes ``dt = softplus(delta + delta_bias)`` itself; the ``silu(z)`` gate is
 applied with torch around it (see the C file for its exact contract).
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._native import I64, INT, PTR, function, ptr
+from .._c_library import I64, INT, PTR, function, ptr
 
 _WIDTH = 8  # channels per block in the C kernel (WIDTH in scan_cpu.c)
 
@@ -75,18 +76,8 @@ def _forward(kernel, shape: tuple, ct: torch.dtype, z: Tensor | None, out_dtype)
 
 
 @torch.no_grad()
-def selective_scan_fwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-) -> tuple[Tensor, Tensor]:
-    """Forward; same contract as :func:`vmamba_ops.selective_scan.cpu.selective_scan_fwd`.
+def selective_scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
+    """Forward; same contract as :func:`vmamba_ops.selective_scan.torch_scan.selective_scan_fwd`.
 
     Shapes: u, delta, z (batch, dim, L); A (dim, N); B, C (batch, G, N, L); D, delta_bias (dim,).
     """
@@ -116,17 +107,8 @@ def _group_stride(low: Tensor) -> int | None:
 
 @torch.no_grad()
 def selective_scan_fwd_lowrank(
-    u: Tensor,
-    delta_low: Tensor,
-    delta_proj: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None = None,
-    z: Tensor | None = None,
-    delta_bias: Tensor | None = None,
-    delta_softplus: bool = False,
-) -> tuple[Tensor, Tensor]:
+    u, delta_low, delta_proj, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False
+):
     """Forward with ``delta`` given by its factors: channel d of group g uses
     ``delta_proj[d] @ delta_low[:, g]``; the kernel forms it per chunk (no (batch, dim, L)
     delta in memory).
@@ -156,20 +138,8 @@ def selective_scan_fwd_lowrank(
 
 
 @torch.no_grad()
-def selective_scan_bwd(
-    u: Tensor,
-    delta: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    D: Tensor | None,
-    z: Tensor | None,
-    delta_bias: Tensor | None,
-    delta_softplus: bool,
-    dy: Tensor,
-    dlast: Tensor | None = None,
-) -> tuple[Tensor | None, ...]:
-    """Backward; same contract as :func:`vmamba_ops.selective_scan.cpu.selective_scan_bwd`.
+def selective_scan_bwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, dy, dlast=None):
+    """Backward; same contract as :func:`vmamba_ops.selective_scan.torch_scan.selective_scan_bwd`.
 
     Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias), None for absent inputs.
     """
