@@ -1,11 +1,12 @@
 """Benchmark the CPU selective-scan backends on VMamba-T stage shapes.
 
 For every (resolution, stage, batch) it times the forward and forward+backward of each CPU
-backend ('ref': sequential reference; 'cpu': the fast path, i.e. the compiled C kernel;
-'cpu-torch': the chunked PyTorch scan that 'cpu' falls back to without a C compiler; the Triton
-interpreter is far too slow to be worth timing), measures the machine's copy bandwidth and
-reports the memory-traffic floor of the forward (bytes of u, delta, B, C read + y written,
-divided by the copy bandwidth) and how far the fast path is from it.
+backend of :mod:`vmamba_ops.dispatch` ('ref': sequential reference; 'c': the fast path, the
+compiled C kernel; 'torch': the chunked PyTorch scan that runs without a C compiler; the Triton
+interpreter is far too slow to be worth timing; the old names 'cpu' / 'cpu-torch' are accepted
+for 'c' / 'torch'), measures the machine's copy bandwidth and reports the memory-traffic floor
+of the forward (bytes of u, delta, B, C read + y written, divided by the copy bandwidth) and how
+far the fast path is from it.
 
 Allocator (``--allocator``, default ``both``): glibc hands out every block over ~32 MB as fresh
 pages, so an op whose output is that large pays first-touch page faults the floor's copy (into a
@@ -27,10 +28,8 @@ Writes ``benchmark_ops.csv`` and ``benchmark_ops.png`` to ``--out-dir``. Example
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import math
-import os
 import statistics
 import time
 from pathlib import Path
@@ -40,6 +39,7 @@ import torch
 import vmamba_ops
 from mmvmamba.analysis.allocator import keep_freed_memory
 
+_OLD_NAMES = {"cpu": "c", "cpu-torch": "torch"}  # backend names before vmamba_ops.dispatch
 STAGE_DIMS = (96, 192, 384, 768)  # VMamba-T d_inner per direction, stages 1..4
 K = 4
 
@@ -52,8 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--backends",
         nargs="+",
-        default=["ref", "cpu", "cpu-torch"],
-        choices=["ref", "cpu", "cpu-torch"],
+        default=["ref", "c", "torch"],
+        choices=["ref", "c", "torch", *_OLD_NAMES],
     )
     p.add_argument("--repeat", type=int, default=5, help="timed runs of the fast path (median)")
     p.add_argument(
@@ -70,7 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="glibc malloc defaults, freed memory kept for reuse, or both (see above)",
     )
     p.add_argument("--quick", action="store_true", help="tiny shapes, one run: a smoke test")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.backends = list(dict.fromkeys(_OLD_NAMES.get(b, b) for b in args.backends))
+    return args
 
 
 def make_inputs(batch: int, dim_per_dir: int, length: int, requires_grad: bool) -> dict:
@@ -130,27 +132,7 @@ def fwd_traffic_bytes(batch: int, dim: int, length: int, n: int = 1) -> int:
     return 4 * (3 * batch * dim * length + 2 * batch * K * n * length)
 
 
-@contextlib.contextmanager
-def _cpu_kernel(backend: str):
-    """'cpu' -> the compiled kernel (error if it cannot build), 'cpu-torch' -> the torch path."""
-    old = os.environ.get("VMAMBA_OPS_CPU_KERNEL")
-    if backend.startswith("cpu"):
-        os.environ["VMAMBA_OPS_CPU_KERNEL"] = "torch" if backend == "cpu-torch" else "native"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("VMAMBA_OPS_CPU_KERNEL", None)
-        else:
-            os.environ["VMAMBA_OPS_CPU_KERNEL"] = old
-
-
 def bench_one(backend: str, batch: int, dpd: int, length: int, repeat: int) -> tuple[float, float]:
-    with _cpu_kernel(backend):
-        return _bench_one(backend.split("-")[0], batch, dpd, length, repeat)
-
-
-def _bench_one(backend: str, batch: int, dpd: int, length: int, repeat: int) -> tuple[float, float]:
     kw = dict(delta_softplus=True, backend=backend)
     inp = make_inputs(batch, dpd, length, requires_grad=False)
     with torch.no_grad():
@@ -246,7 +228,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def _phases(args) -> list[tuple[str, list[str]]]:
     """(allocator, backends) in the order they run: the defaults first (cannot be undone)."""
     if args.allocator == "both":
-        fast = [b for b in args.backends if b == "cpu"]
+        fast = [b for b in args.backends if b == "c"]
         return [("system", list(args.backends))] + ([("caching", fast)] if fast else [])
     return [(args.allocator, list(args.backends))]
 
@@ -337,19 +319,19 @@ def target_lines(rows: list[dict]) -> list[str]:
     lines = [""]
     for r in rows:
         if (
-            r["backend"] == "cpu"
+            r["backend"] == "c"
             and r["L"] == 3136
             and r["allocator"] == "system"
             and r["fwd_speedup_vs_ref"] == r["fwd_speedup_vs_ref"]
         ):
             worst = min(r["fwd_speedup_vs_ref"], r["fwd_bwd_speedup_vs_ref"])
             lines.append(
-                f"cpu vs ref at L=3136, batch {r['batch']}: fwd {r['fwd_speedup_vs_ref']}x, "
+                f"c vs ref at L=3136, batch {r['batch']}: fwd {r['fwd_speedup_vs_ref']}x, "
                 f"fwd+bwd {r['fwd_bwd_speedup_vs_ref']}x (target >= 20x): "
                 f"{'MET' if worst >= 20 else 'MISSED'}"
             )
     for allocator in ("caching", "system"):
-        fast = [r for r in rows if r["backend"] == "cpu" and r["allocator"] == allocator]
+        fast = [r for r in rows if r["backend"] == "c" and r["allocator"] == allocator]
         if not fast:
             continue
         worst = max(fast, key=lambda r: r["fwd_over_floor"])
@@ -360,7 +342,7 @@ def target_lines(rows: list[dict]) -> list[str]:
             else "outputs over ~32 MB are fresh pages: first-touch faults included"
         )
         lines.append(
-            f"cpu forward / memory-traffic floor, {allocator} malloc ({what}): worst "
+            f"c forward / memory-traffic floor, {allocator} malloc ({what}): worst "
             f"{worst['fwd_over_floor']}x (stage {worst['stage']}, {worst['resolution']}px, "
             f"batch {worst['batch']}) (target <= 4x): {verdict}"
         )
