@@ -38,18 +38,20 @@ def load_cli():
     return module
 
 
-def build_classifier(arch: dict):
+def classifier_cfg(arch: dict) -> dict:
     """mmpretrain ImageClassifier as in configs/classification (backbone + GAP + linear)."""
+    return dict(
+        type="ImageClassifier",
+        backbone=dict(type="VMamba", arch=arch, out_indices=(3,)),
+        neck=dict(type="GlobalAveragePooling"),
+        head=dict(type="LinearClsHead", num_classes=NUM_CLASSES, in_channels=64),
+    )
+
+
+def build_classifier(arch: dict):
     from mmpretrain.registry import MODELS
 
-    return MODELS.build(
-        dict(
-            type="ImageClassifier",
-            backbone=dict(type="VMamba", arch=arch, out_indices=(3,)),
-            neck=dict(type="GlobalAveragePooling"),
-            head=dict(type="LinearClsHead", num_classes=NUM_CLASSES, in_channels=64),
-        )
-    ).eval()
+    return MODELS.build(classifier_cfg(arch)).eval()
 
 
 def randomise(model: torch.nn.Module) -> torch.nn.Module:
@@ -217,9 +219,11 @@ def test_converter_errors():
 )
 def test_official_file_converts_while_loading_into_the_classifier(tmp_path, arch, legacy):
     """The official file as released, loaded into the whole classifier by mmengine's
-    ``load_checkpoint`` (what ``get_model(..., pretrained=...)`` calls) and by a plain strict
+    ``load_checkpoint``, mmpretrain's ``get_model(..., pretrained=...)`` and a plain strict
     ``load_state_dict``: the same logits as the converter path, bit for bit."""
+    from mmengine.config import Config
     from mmengine.runner import load_checkpoint
+    from mmpretrain import get_model
 
     src = randomise(build_classifier(arch))
     official = to_official_classifier(src.state_dict(), legacy)
@@ -235,9 +239,11 @@ def test_official_file_converts_while_loading_into_the_classifier(tmp_path, arch
     load_checkpoint(by_mmengine, str(path), map_location="cpu", strict=True)
     by_torch = build_classifier(arch)
     by_torch.load_state_dict(official)  # strict
+    by_hub = get_model(Config(dict(model=classifier_cfg(arch))), pretrained=str(path)).eval()
     with torch.no_grad():
         torch.testing.assert_close(by_mmengine(x, mode="tensor"), want, rtol=0, atol=0)
         torch.testing.assert_close(by_torch(x, mode="tensor"), want, rtol=0, atol=0)
+        torch.testing.assert_close(by_hub(x, mode="tensor"), want, rtol=0, atol=0)
 
 
 def test_foreign_keys_in_an_official_file_are_named_not_skipped(tmp_path):
