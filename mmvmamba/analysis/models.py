@@ -183,7 +183,7 @@ def vmamba_classifier_cfg(arch: str | dict = "tiny", num_classes: int = 1000) ->
     import mmvmamba  # noqa: F401
     from mmvmamba.models.backbones.vmamba import VMamba
 
-    settings = VMamba._resolve_arch(arch)
+    settings = VMamba.resolve_arch(arch)
     dims = settings["dims"]
     last = dims * 2 ** (len(settings["depths"]) - 1) if isinstance(dims, int) else dims[-1]
     return dict(
