@@ -105,9 +105,16 @@ def test_junit_counts_and_failing_ids(tmp_path):
     ]
 
 
-def test_the_triton_test_files_are_found():
-    names = [p.name for p in kernel_tests.triton_test_files(REPO)]
+def test_the_gpu_test_files_are_found_by_name_and_by_asking_for_cuda(tmp_path):
+    names = [p.name for p in kernel_tests.gpu_test_files(REPO)]
     assert "test_triton_kernels.py" in names
+    ops = tmp_path / "tests" / "test_ops"
+    ops.mkdir(parents=True)
+    (ops / "test_a.py").write_text("CUDA = torch.cuda.is_available()\n")
+    (ops / "test_b.py").write_text("x = 1\n")
+    (tmp_path / "tests" / "test_c_triton_x.py").write_text("")
+    found = [p.relative_to(tmp_path).as_posix() for p in kernel_tests.gpu_test_files(tmp_path)]
+    assert found == ["tests/test_c_triton_x.py", "tests/test_ops/test_a.py"]
 
 
 def test_a_spent_total_budget_fails_the_sections_and_still_writes_the_report(tmp_path, capsys):

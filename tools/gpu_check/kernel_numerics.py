@@ -62,7 +62,10 @@ def _base_inputs(batch, dim, groups, n, length, with_z, device) -> dict:
         "C": rnd(batch, groups, n, length),
         "D": rnd(dim, exact=torch.float32),
         "z": rnd(batch, dim, length) if with_z else None,
-        "delta_bias": (torch.rand(dim, generator=g, dtype=torch.float64) - 2.0).float().double(),
+        "delta_bias": (torch.rand(dim, generator=g, dtype=torch.float64) - 2.0)
+        .float()
+        .double()
+        .to(device),
     }
 
 

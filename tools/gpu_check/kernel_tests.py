@@ -1,6 +1,7 @@
 """Section ``kernel_tests``: the repository's Triton test files, compiled for the GPU.
 
-Runs every ``tests/**/test_*triton*.py`` with pytest in a child process, with
+Runs every ``tests/**/test_*triton*.py``, and every ops / robustness test file that changes
+what it runs when ``torch.cuda.is_available()``, with pytest in a child process, with
 ``TRITON_INTERPRET`` removed from its environment on a CUDA machine, so the kernels are compiled
 for the card and checked against the references those tests use. In the dry run (no GPU) the
 same files run under ``TRITON_INTERPRET=1``, as in the CPU test suite. One row per test file
@@ -9,6 +10,7 @@ same files run under ``TRITON_INTERPRET=1``, as in the CPU test suite. One row p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -19,10 +21,24 @@ from pathlib import Path
 from .context import Context
 from .report import FAIL
 
+# test folders whose files may switch to CUDA tensors when a GPU is there
+CUDA_AWARE_DIRS = ("test_ops", "test_robustness")
+XDIST_WORKERS = 4
 
-def triton_test_files(repo: Path) -> list[Path]:
-    """The test files that exercise the Triton kernels (picked up by name, so new ones count)."""
-    return sorted((repo / "tests").rglob("test_*triton*.py"))
+
+def gpu_test_files(repo: Path) -> list[Path]:
+    """The test files that exercise the kernels on a GPU: Triton ones by name, and those of
+    :data:`CUDA_AWARE_DIRS` that ask ``torch.cuda.is_available()`` (found anew each run, so new
+    tests count)."""
+    tests = repo / "tests"
+    by_name = set(tests.rglob("test_*triton*.py"))
+    cuda_aware = {
+        path
+        for folder in CUDA_AWARE_DIRS
+        for path in (tests / folder).glob("test_*.py")
+        if "torch.cuda.is_available()" in path.read_text()
+    }
+    return sorted(by_name | cuda_aware)
 
 
 def parse_junit(path: Path) -> dict:
@@ -47,9 +63,9 @@ def parse_junit(path: Path) -> dict:
 
 
 def run(ctx: Context) -> None:
-    files = triton_test_files(ctx.repo)
+    files = gpu_test_files(ctx.repo)
     if not files:
-        ctx.fail("no tests/**/test_*triton*.py found")
+        ctx.fail("no Triton / CUDA test files found under tests/")
         return
     env = dict(os.environ)
     if ctx.device == "cuda":
@@ -65,6 +81,8 @@ def run(ctx: Context) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             junit = Path(tmp) / "junit.xml"
             cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs"]
+            if ctx.device == "cuda" and importlib.util.find_spec("xdist") is not None:
+                cmd += ["-n", str(XDIST_WORKERS)]  # the kernels compile in parallel
             cmd += [f"--junitxml={junit}", str(rel)]
             print(f"[kernel_tests] {' '.join(cmd)}", flush=True)
             try:

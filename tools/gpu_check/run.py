@@ -48,15 +48,18 @@ from gpu_check import report  # noqa: E402
 # (name, module, function, budget in seconds on the GPU machine), in the order they run
 SECTIONS = (
     ("env", "env_section", "run", 40),
-    ("kernel_tests", "kernel_tests", "run", 75),
-    ("kernel_numerics", "kernel_numerics", "run", 45),
+    ("kernel_tests", "kernel_tests", "run", 120),
+    ("kernel_numerics", "kernel_numerics", "run", 60),
     ("train_amp", "models", "run_train", 50),
     ("throughput", "throughput", "run", 60),
     ("kernel_bench", "kernel_bench", "run", 40),
     ("compile", "models", "run_compile", 100),
 )
 KERNEL_SECTIONS = ("kernel_tests", "kernel_numerics", "kernel_bench")
-TOTAL_BUDGET_S = 340  # all sections together; `make gpu-check` must end within 6 minutes
+# all sections together: with the wheels' install, the device probe and GRACE_S on the last
+# section, `make gpu-check` ends within 6 minutes
+TOTAL_BUDGET_S = 325
+GRACE_S = 10  # how long a child may run past its budget before it is killed
 DRY_RUN_BUDGET_SCALE = 4.0  # the CPU rehearsal interprets Triton on two shared cores
 
 
@@ -160,7 +163,7 @@ def run_section(name: str, seconds: float, args, device: str, log) -> dict:
         )
         timed_out = False
         try:
-            proc.wait(timeout=seconds + 15)  # the child checks its own deadline first
+            proc.wait(timeout=seconds + GRACE_S)  # the child watches its own deadline
         except subprocess.TimeoutExpired:
             timed_out = True
             os.killpg(proc.pid, signal.SIGKILL)
@@ -172,7 +175,8 @@ def run_section(name: str, seconds: float, args, device: str, log) -> dict:
     result["budget_s"] = round(seconds)
     if timed_out:
         result["status"] = report.FAIL
-        result["note"] = f"timed out after {seconds + 15:.0f}s; rows so far kept. " + result["note"]
+        note = f"timed out after {seconds + GRACE_S:.0f}s; rows so far kept. "
+        result["note"] = note + result["note"]
     elif proc.returncode != 0:
         result["status"] = report.FAIL
         result["note"] = f"child exited {proc.returncode}. " + result["note"]
@@ -259,6 +263,8 @@ def _take_header(result: dict) -> dict:
 def _plot(out: Path, header: dict, results: list[dict]) -> None:
     rows = next((r["rows"] for r in results if r["name"] == "throughput"), [])
     title = f"VMamba-T vs Swin-T forward throughput, {header.get('device', '?')}"
+    if "dry-run" in str(header.get("mode")):
+        title += " (dry run: tiny models)"
     try:
         report.plot_throughput(rows, out / "throughput.png", title)
     except Exception as exc:  # the plot is a convenience; the tables hold the numbers
