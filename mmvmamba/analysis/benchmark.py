@@ -5,7 +5,9 @@ Method (paper §"throughput", the official ``analyze/utils.Throughput``): a fixe
 time (the official code reports the mean of 30; the median is robust to the noise of a shared
 machine).
 
-* Inference: ``model.eval()``, ``torch.no_grad()``; img/s = batch / median forward time.
+* Inference: ``model.eval()``, ``torch.no_grad()``; img/s = batch / median forward time. On
+  the CPU (``fuse``, the default) VMamba runs fused by :func:`mmvmamba.deployment.fuse_for_cpu`,
+  as a CPU deployment runs it; ``fuse=False`` times the plain model.
 * Training step: ``model.train()``, cross-entropy on random labels (or the mean of the output
   for non-classifiers), forward + backward, no optimizer step (as the paper).
 * GPU: CUDA events around each iteration, ``torch.autocast(float16)`` when ``amp`` (the paper's
@@ -31,23 +33,29 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from ..deployment.fuse import fuse_for_cpu
+from .bench_environment import environment
 from .models import build_benchmark_model, first_tensor
-from .scan_hooks import identity_scan
+from .scan_hooks import identity_scan, scan_mixers
 
 __all__ = [
     "BenchSettings",
     "apply_allocator",
+    "autocast_for",
     "environment",
     "gemm_peak_gflop_s",
+    "inference_model",
     "measure",
     "measure_in_subprocess",
-    "paired_throughput",
     "scan_ablation",
+    "setup",
+    "time_calls",
 ]
 
 
@@ -69,6 +77,9 @@ class BenchSettings:
             tensors do not page-fault afresh every iteration, as under PyTorch's caching GPU
             allocator or a jemalloc / tcmalloc CPU deployment. CPU only; set for the whole
             process, before the model is built.
+        fuse: on the CPU, time inference of the model fused by
+            :func:`mmvmamba.deployment.fuse_for_cpu` (VMamba's blocks; other models have nothing
+            to fuse); False times the plain model. Training always runs the plain model.
     """
 
     batch: int = 1
@@ -80,6 +91,7 @@ class BenchSettings:
     train: bool = True
     memory: bool = True
     allocator: str = "system"
+    fuse: bool = True
 
     def __post_init__(self) -> None:
         for name in ("batch", "repeats"):
@@ -93,60 +105,6 @@ class BenchSettings:
             raise ValueError(f"allocator must be 'system' or 'caching', got {self.allocator!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device='cuda' but torch.cuda.is_available() is False; use 'cpu'")
-
-
-# environment variables that change what the benchmark measures (allocator, kernels, fusion)
-_ENV_VARS = (
-    "LD_PRELOAD",
-    "MALLOC_MMAP_MAX_",
-    "MALLOC_TRIM_THRESHOLD_",
-    "MALLOC_MMAP_THRESHOLD_",
-    "OMP_NUM_THREADS",
-    "MMVMAMBA_CPU_FUSION",
-    "VMAMBA_OPS_CPU_KERNEL",
-)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
-def environment(settings: BenchSettings) -> dict:
-    """What a benchmark's numbers depend on besides the models: versions, the device, threads,
-    precision and the backend switches (TF32, cuDNN, oneDNN), and the environment variables
-    that change the allocator or the kernels. Printed and saved beside the results so that a
-    number can be reproduced (or a difference explained)."""
-    import mmvmamba
-
-    env = dict(
-        torch=torch.__version__,
-        mmvmamba=mmvmamba.__version__,
-        device=settings.device,
-        device_name=torch.cuda.get_device_name() if settings.device == "cuda" else _cpu_model(),
-        cpu_count=os.cpu_count(),
-        threads=int(settings.threads) if settings.threads is not None else torch.get_num_threads(),
-        batch=settings.batch,
-        warmup=settings.warmup,
-        repeats=settings.repeats,
-        allocator=settings.allocator,
-        precision="float16 autocast" if settings.device == "cuda" and settings.amp else "float32",
-        tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
-        tf32_cudnn=torch.backends.cudnn.allow_tf32,
-        cudnn_enabled=torch.backends.cudnn.enabled,
-        cudnn_benchmark=torch.backends.cudnn.benchmark,
-        mkldnn=torch.backends.mkldnn.is_available(),
-    )
-    env.update({f"env_{name}": os.environ.get(name, "") for name in _ENV_VARS})
-    return env
 
 
 def apply_allocator(settings: BenchSettings) -> None:
@@ -168,7 +126,8 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
 
 
-def _autocast(settings: BenchSettings):
+def autocast_for(settings: BenchSettings):
+    """float16 autocast on CUDA with ``amp``, a disabled autocast otherwise."""
     enabled = settings.device == "cuda" and settings.amp
     return torch.autocast(device_type=settings.device, dtype=torch.float16, enabled=enabled)
 
@@ -181,7 +140,7 @@ def _loss(out) -> torch.Tensor:
     return logits.mean()
 
 
-def _time(fn, settings: BenchSettings) -> list[float]:
+def time_calls(fn, settings: BenchSettings) -> list[float]:
     """Seconds of each of ``repeats`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(settings.warmup):
         fn()
@@ -202,6 +161,35 @@ def _time(fn, settings: BenchSettings) -> list[float]:
     return times
 
 
+def setup(spec: str, size: int, settings: BenchSettings) -> tuple[nn.Module, torch.Tensor]:
+    """Pin the threads and the allocator of ``settings``, then build ``spec`` for ``size`` on
+    the device (seed 0) and a random (batch, 3, size, size) input; returns (model, input)."""
+    if settings.threads is not None and settings.device == "cpu":
+        torch.set_num_threads(int(settings.threads))
+    apply_allocator(settings)
+    torch.manual_seed(0)
+    device = torch.device(settings.device)
+    model = build_benchmark_model(spec, size).to(device)
+    return model, torch.randn(settings.batch, 3, size, size, device=device)
+
+
+def inference_model(model: nn.Module, settings: BenchSettings) -> nn.Module:
+    """The module that inference is timed on: ``model`` in eval mode, or on the CPU with
+    ``settings.fuse`` its fused twin (:func:`~mmvmamba.deployment.fuse_for_cpu` with
+    ``inplace=False``: it shares the parameters, ``model`` stays plain for training)."""
+    model.eval()
+    if settings.device == "cpu" and settings.fuse:
+        return fuse_for_cpu(model, inplace=False)
+    return model
+
+
+def _no_mixer_error(spec: str) -> RuntimeError:
+    return RuntimeError(
+        f"{spec!r} has no selective-scan mixer (SS2D / BiMambaV2) to replace: the identity-scan "
+        "ablation applies to VMamba and Vim models"
+    )
+
+
 def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal") -> dict:
     """Build ``spec`` for ``size`` and measure it in this process.
 
@@ -210,19 +198,17 @@ def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal")
             ``'vmamba:<arch>'`` or a config path.
         size: square input side.
         settings: see :class:`BenchSettings`.
-        scan: ``'normal'`` or ``'identity'`` (every SS2D selective scan returns its input).
+        scan: ``'normal'`` or ``'identity'`` (every selective scan returns its input).
 
     Returns:
-        A row: model, size, batch, device, threads, img_s, fwd_ms, fwdbwd_ms (NaN if not
-        measured), mem_fwd_MB, mem_fwdbwd_MB (NaN unless ``settings.memory``), mem_method.
+        A row: model, size, batch, device, threads, fused, scan, img_s, fwd_ms, fwdbwd_ms (NaN
+        if not measured), mem_fwd_MB, mem_fwdbwd_MB (NaN unless ``settings.memory``),
+        mem_method.
     """
-    if settings.threads is not None and settings.device == "cpu":
-        torch.set_num_threads(int(settings.threads))
-    apply_allocator(settings)
-    torch.manual_seed(0)
-    device = torch.device(settings.device)
-    model = build_benchmark_model(spec, size).to(device)
-    x = torch.randn(settings.batch, 3, size, size, device=device)
+    model, x = setup(spec, size, settings)
+    infer = inference_model(model, settings)
+    if scan == "identity" and not scan_mixers(model):
+        raise _no_mixer_error(spec)
     nan = float("nan")
     row = dict(
         model=spec,
@@ -230,6 +216,7 @@ def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal")
         batch=settings.batch,
         device=settings.device if settings.device == "cpu" else torch.cuda.get_device_name(),
         threads=torch.get_num_threads(),
+        fused=infer is not model,
         scan=scan,
         img_s=nan,
         fwd_ms=nan,
@@ -238,33 +225,28 @@ def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal")
         mem_fwdbwd_MB=nan,
         mem_method="",
     )
-    ctx = identity_scan() if scan == "identity" else contextlib.nullcontext()
-    with ctx as calls:
 
-        def forward():
-            with torch.no_grad(), _autocast(settings):
-                model(x)
+    def forward():
+        with torch.no_grad(), autocast_for(settings):
+            infer(x)
 
-        def forward_backward():
-            with _autocast(settings):
-                loss = _loss(model(x))
-            loss.backward()
-            model.zero_grad(set_to_none=True)
+    def forward_backward():
+        with autocast_for(settings):
+            loss = _loss(model(x))
+        loss.backward()
+        model.zero_grad(set_to_none=True)
 
+    with contextlib.ExitStack() as stack:
+        if scan == "identity":
+            for m in {id(model): model, id(infer): infer}.values():
+                stack.enter_context(identity_scan(m))
         if settings.memory:  # before any timing: the first peak is the one we want
-            model.eval()
             row.update(_memory(forward, forward_backward, model, settings))
-        model.eval()
-        fwd = statistics.median(_time(forward, settings))
+        fwd = statistics.median(time_calls(forward, settings))
         row.update(fwd_ms=1000 * fwd, img_s=settings.batch / fwd)
         if settings.train:
             model.train()
-            row["fwdbwd_ms"] = 1000 * statistics.median(_time(forward_backward, settings))
-        if scan == "identity" and calls is not None and calls[0] == 0:
-            raise RuntimeError(
-                f"scan='identity' but {spec!r} never called the SS2D selective scan: the ablation "
-                "only applies to VMamba models"
-            )
+            row["fwdbwd_ms"] = 1000 * statistics.median(time_calls(forward_backward, settings))
     return row
 
 
@@ -321,39 +303,35 @@ def measure_in_subprocess(
 
 
 def scan_ablation(spec: str, size: int, settings: BenchSettings) -> dict:
-    """Forward time of a VMamba model with its real selective scan and with ``y = u``.
+    """Forward time of a model with its real selective scans and with ``y = u``.
 
-    Both are timed in this process on the same model instance and input, alternating blocks
-    of repeats (normal, identity, normal, identity) so that load changes on the machine hit
-    both; returns the medians and ``ratio = normal / identity``.
+    Both are timed in this process on the same model instance and input (fused on the CPU as
+    :func:`inference_model` makes it), alternating blocks of repeats (normal, identity,
+    normal, identity) so that load changes on the machine hit both; returns the medians and
+    ``ratio = normal / identity``.
     """
-    from dataclasses import replace
-
     quick = replace(settings, train=False, memory=False)
-    if quick.threads is not None and quick.device == "cpu":
-        torch.set_num_threads(int(quick.threads))
-    apply_allocator(quick)
-    device = torch.device(quick.device)
-    model = build_benchmark_model(spec, size).to(device).eval()
-    x = torch.randn(quick.batch, 3, size, size, device=device)
+    plain, x = setup(spec, size, quick)
+    if not scan_mixers(plain):
+        raise _no_mixer_error(spec)
+    model = inference_model(plain, quick)
 
     def forward():
-        with torch.no_grad(), _autocast(quick):
+        with torch.no_grad(), autocast_for(quick):
             model(x)
 
     normal, ident = [], []
     for _ in range(2):
-        normal += _time(forward, quick)
-        with identity_scan() as calls:
-            ident += _time(forward, quick)
-        if calls[0] == 0:
-            raise RuntimeError(f"{spec!r} has no SS2D selective scan to replace")
+        normal += time_calls(forward, quick)
+        with identity_scan(model):
+            ident += time_calls(forward, quick)
     t_normal, t_ident = statistics.median(normal), statistics.median(ident)
     return dict(
         model=spec,
         size=size,
         batch=quick.batch,
         threads=torch.get_num_threads(),
+        fused=model is not plain,
         fwd_ms=1000 * t_normal,
         fwd_identity_scan_ms=1000 * t_ident,
         ratio=t_normal / t_ident,
@@ -379,74 +357,8 @@ def gemm_peak_gflop_s(
     quick = BenchSettings(
         warmup=1, repeats=repeats, threads=settings.threads, device=settings.device, amp=False
     )
-    best = min(_time(lambda: torch.matmul(a, w.t(), out=out), quick))
+    best = min(time_calls(lambda: torch.matmul(a, w.t(), out=out), quick))
     return 2 * m * k * n / best / 1e9
-
-
-def _paper_gflops(model, size: int, device: torch.device) -> float:
-    """G multiply-adds of one image, counted as the VMamba paper counts (``get_flops.py``)."""
-    from .flops import count_flops
-
-    return count_flops(model, inputs=(torch.randn(1, 3, size, size, device=device),)).flops / 1e9
-
-
-def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettings) -> dict:
-    """Inference img/s of two models timed in one process in alternating blocks of repeats.
-
-    The sweep times each model in its own process one after the other, so a change of load on
-    a shared machine between the two skews their ratio; here both see the same conditions
-    (blocks a, b, a, b, a, b). Between blocks the machine's GEMM rate is measured
-    (:func:`gemm_peak_gflop_s`), so each model's arithmetic rate can be read as a share of
-    what the hardware's matrix units deliver at that moment.
-
-    Returns:
-        model_a/b, size, batch, threads, img_s_a/b (medians), ``ratio`` = img/s of a over b,
-        gflops_a/b (paper-counted G multiply-adds per image), ``peak_gflop_s`` (median of the
-        GEMM measurements) and use_a/b = 2 * gflops * img/s / peak_gflop_s (the share of the
-        GEMM rate each model's counted arithmetic runs at).
-    """
-    from dataclasses import replace
-
-    quick = replace(settings, train=False, memory=False)
-    if quick.threads is not None and quick.device == "cpu":
-        torch.set_num_threads(int(quick.threads))
-    apply_allocator(quick)
-    device = torch.device(quick.device)
-    x = torch.randn(quick.batch, 3, size, size, device=device)
-    models = [build_benchmark_model(spec, size).to(device).eval() for spec in (spec_a, spec_b)]
-    gflops = [_paper_gflops(model, size, device) for model in models]
-
-    def forward(model):
-        def run():
-            with torch.no_grad(), _autocast(quick):
-                model(x)
-
-        return run
-
-    times: list[list[float]] = [[], []]
-    peaks = []
-    for _ in range(3):
-        for i, model in enumerate(models):
-            times[i] += _time(forward(model), quick)
-        peaks.append(gemm_peak_gflop_s(quick))
-    t_a, t_b = statistics.median(times[0]), statistics.median(times[1])
-    peak = statistics.median(peaks)
-    img_s_a, img_s_b = quick.batch / t_a, quick.batch / t_b
-    return dict(
-        model_a=spec_a,
-        model_b=spec_b,
-        size=size,
-        batch=quick.batch,
-        threads=torch.get_num_threads(),
-        img_s_a=img_s_a,
-        img_s_b=img_s_b,
-        ratio=t_b / t_a,
-        gflops_a=gflops[0],
-        gflops_b=gflops[1],
-        peak_gflop_s=peak,
-        use_a=2 * gflops[0] * img_s_a / peak,
-        use_b=2 * gflops[1] * img_s_b / peak,
-    )
 
 
 def _worker(payload: str) -> None:

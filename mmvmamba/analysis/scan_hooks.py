@@ -1,19 +1,20 @@
-"""Intercepting the selective scan of SS2D layers without changing the layer.
+"""Replacing or recording the selective scan of a model's token mixers.
 
-:class:`mmvmamba.models.layers.ss2d.SS2D` calls :func:`vmamba_ops.selective_scan` through the
-module-level name ``mmvmamba.models.layers.ss2d.selective_scan``; patching that name is the one
-hook point the analysis tools use:
+Every mixer (VMamba's :class:`~mmvmamba.models.layers.ss2d.SS2D`, Vim's
+:class:`~mmvmamba.models.layers.bimamba.BiMambaV2`) calls its scan through its attribute
+``scan_fn`` (by default :func:`vmamba_ops.selective_scan`); the tools here set that attribute on
+the mixers of one model for the duration of a ``with`` block, and put the original back after:
 
-* :func:`identity_scan` replaces the scan by ``y = u`` (the "scan costs nothing" ablation of
-  ``benchmark.py``: everything else in the model runs unchanged).
-* :func:`capture_scan_inputs` records the arguments of the scans run inside one chosen module
+* :func:`replace_scan`: ``scan_fn = wrapper(original)`` on every mixer of a model.
+* :func:`identity_scan`: the scan returns its input, ``y = u`` (the "scan costs nothing"
+  ablation of ``benchmark.py``: everything else in the model runs unchanged).
+* :func:`capture_scan_inputs`: records the arguments of the scans run inside one module
   (``activation_map.py`` rebuilds the attention-like matrix of the scan from them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 from collections.abc import Callable, Iterator
 
 import torch
@@ -21,45 +22,63 @@ from torch import Tensor, nn
 
 from vmamba_ops import low_rank_delta
 
-__all__ = ["capture_scan_inputs", "identity_scan", "patch_selective_scan", "ss2d_layers"]
+__all__ = ["capture_scan_inputs", "identity_scan", "replace_scan", "scan_mixers", "ss2d_layers"]
 
-# modules that call the scan through a module-level ``selective_scan`` name
-_CALLERS = ("mmvmamba.models.layers.ss2d",)
+
+def scan_mixers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(name, module)`` of every module of ``model`` (itself included) with a ``scan_fn``."""
+    return [(n, m) for n, m in model.named_modules() if callable(getattr(m, "scan_fn", None))]
+
+
+def _full_delta(fn: Callable) -> Callable:
+    """``fn`` called with the full ``delta`` (B, D, L): SS2D's low-rank form (``delta`` the
+    (B, G, R, L) factor, ``delta_proj`` the (D, R) weight) is expanded first."""
+
+    def scan(*args, **kwargs):
+        proj = kwargs.pop("delta_proj", None)
+        if proj is not None and len(args) > 1:
+            args = (args[0], low_rank_delta(args[1], proj), *args[2:])
+        elif proj is not None:
+            kwargs["delta"] = low_rank_delta(kwargs["delta"], proj)
+        return fn(*args, **kwargs)
+
+    return scan
 
 
 @contextlib.contextmanager
-def patch_selective_scan(wrapper: Callable[[Callable], Callable]) -> Iterator[list[int]]:
-    """Replace ``selective_scan`` in the SS2D module by ``wrapper(original)`` for the block.
+def replace_scan(model: nn.Module, wrapper: Callable[[Callable], Callable]) -> Iterator[list[int]]:
+    """Set ``scan_fn = wrapper(original)`` on every mixer of ``model`` for the block.
 
-    The replacement is always called with the full ``delta`` (B, K*Di, L): SS2D's low-rank
-    form (``delta_proj=``) is expanded first.
+    The replacement is called with the signature of :func:`vmamba_ops.selective_scan` and
+    always with the full ``delta`` (B, D, L) (no ``delta_proj``).
 
-    Yields a one-element list counting the calls of the replacement, so callers can check the
-    patch was actually used (a model that never calls it raises nothing by itself).
+    Yields a one-element list counting the calls of the replacements, so callers can check
+    that the model really ran them.
+
+    Raises:
+        ValueError: ``model`` has no module with a ``scan_fn`` (no SS2D / BiMambaV2).
     """
+    mixers = [m for _, m in scan_mixers(model)]
+    if not mixers:
+        raise ValueError(
+            f"{type(model).__name__} has no selective-scan mixer (a module with a scan_fn, "
+            "such as SS2D or BiMambaV2) to replace"
+        )
     calls = [0]
-    saved = []
-    for name in _CALLERS:
-        module = importlib.import_module(name)
-        original = module.selective_scan
-        replacement = wrapper(original)
+    originals = [m.scan_fn for m in mixers]
+    for mixer, original in zip(mixers, originals):
+        replacement = _full_delta(wrapper(original))
 
         def counted(*args, _fn=replacement, **kwargs):
             calls[0] += 1
-            proj = kwargs.pop("delta_proj", None)
-            if proj is not None and len(args) > 1:  # replacements see the full delta
-                args = (args[0], low_rank_delta(args[1], proj), *args[2:])
-            elif proj is not None:
-                kwargs["delta"] = low_rank_delta(kwargs["delta"], proj)
             return _fn(*args, **kwargs)
 
-        saved.append((module, original))
-        module.selective_scan = counted
+        mixer.scan_fn = counted
     try:
         yield calls
     finally:
-        for module, original in saved:
-            module.selective_scan = original
+        for mixer, original in zip(mixers, originals):
+            mixer.scan_fn = original
 
 
 def _identity(original: Callable) -> Callable:
@@ -73,9 +92,10 @@ def _identity(original: Callable) -> Callable:
 
 
 @contextlib.contextmanager
-def identity_scan() -> Iterator[list[int]]:
-    """Every SS2D selective scan returns its input ``u`` (B, K*Di, L) unchanged (ablation)."""
-    with patch_selective_scan(_identity) as calls:
+def identity_scan(model: nn.Module) -> Iterator[list[int]]:
+    """Every selective scan of ``model`` returns its input ``u`` (B, D, L) unchanged
+    (ablation); yields the call counter of :func:`replace_scan`."""
+    with replace_scan(model, _identity) as calls:
         yield calls
 
 
@@ -88,39 +108,34 @@ def ss2d_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 @contextlib.contextmanager
 def capture_scan_inputs(layer: nn.Module) -> Iterator[list[dict]]:
-    """Record the arguments of every selective scan run inside ``layer``'s forward.
+    """Record the arguments of every selective scan run by the mixers in ``layer``.
 
-    Yields a list that fills with one dict per scan call: ``u`` (B, K*Di, L), ``delta``
-    (B, K*Di, L), ``A`` (K*Di, N), ``B``/``C`` (B, K, N, L), ``D``, ``delta_bias`` (K*Di,),
-    ``delta_softplus`` (bool), detached, plus ``hw`` = the (H, W) of the layer's input map.
+    Yields a list that fills with one dict per scan call: ``u`` (B, D, L), ``delta``
+    (B, D, L), ``A`` (D, N), ``B``/``C`` (B, G, N, L), ``D``, ``z``, ``delta_bias`` (D,),
+    ``delta_softplus`` (bool), detached, plus ``hw`` = the last two dims of ``layer``'s input
+    (the (H, W) of an SS2D's map). For SS2D, D = K*Di and G = K routes.
     """
     records: list[dict] = []
-    state = {"active": False, "hw": None}
+    hw: list[tuple[int, ...]] = [()]
     names = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "delta_softplus")
 
     def wrapper(original: Callable) -> Callable:
         def scan(*args, **kwargs):
-            if state["active"]:
-                bound = dict(zip(names, args))
-                bound.update({k: v for k, v in kwargs.items() if k in names})
-                rec = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in bound.items()}
-                rec["hw"] = state["hw"]
-                records.append(rec)
+            bound = dict(zip(names, args))
+            bound.update({k: v for k, v in kwargs.items() if k in names})
+            rec = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in bound.items()}
+            rec["hw"] = hw[0]
+            records.append(rec)
             return original(*args, **kwargs)
 
         return scan
 
-    def pre(_module, inputs):
-        state["active"] = True
-        state["hw"] = tuple(inputs[0].shape[-2:])
+    def remember_size(_module, inputs):
+        hw[0] = tuple(inputs[0].shape[-2:])
 
-    def post(_module, _inputs, _output):
-        state["active"] = False
-
-    handles = [layer.register_forward_pre_hook(pre), layer.register_forward_hook(post)]
+    handle = layer.register_forward_pre_hook(remember_size)
     try:
-        with patch_selective_scan(wrapper):
+        with replace_scan(layer, wrapper):
             yield records
     finally:
-        for h in handles:
-            h.remove()
+        handle.remove()

@@ -1,7 +1,9 @@
-"""Deployment: torch.export / ONNX export of VMamba classifiers and backbones.
+"""Deployment: torch.export / ONNX export of VMamba classifiers and backbones, and CPU
+inference fusion.
 
 See :mod:`mmvmamba.deployment.export` for the route and ``tools/deployment/pytorch2onnx.py`` for
-the command line.
+the command line; :func:`fuse_for_cpu` (:mod:`mmvmamba.deployment.fuse`) swaps in fused CPU
+inference blocks.
 """
 
 from .decompose import (
@@ -20,6 +22,7 @@ from .export import (
     export_program,
     verify_onnx,
 )
+from .fuse import fuse_for_cpu, shared_copy
 
 __all__ = [
     "DEFAULT_MAX_PASSES",
@@ -32,6 +35,8 @@ __all__ = [
     "export_decompositions",
     "export_onnx",
     "export_program",
+    "fuse_for_cpu",
     "selective_scan_decomposed",
+    "shared_copy",
     "verify_onnx",
 ]

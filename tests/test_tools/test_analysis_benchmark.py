@@ -25,7 +25,7 @@ def test_identity_scan_replaces_the_scan_only():
     x = torch.randn(1, 8, 5, 6)
     with torch.no_grad():
         normal = layer(x)
-        with identity_scan() as calls:
+        with identity_scan(layer) as calls:
             ident = layer(x)
         # by hand: the same layer with y = u in place of the scan
         u = layer.act(layer.conv2d(layer.in_proj(x)))
@@ -47,8 +47,7 @@ def test_settings_validate():
         BenchSettings(device="tpu")
 
 
-def test_benchmark_tool_small_sweep(tmp_path, monkeypatch):
-    monkeypatch.setenv("MMVMAMBA_CPU_FUSION", "0")
+def test_benchmark_tool_small_sweep(tmp_path):
     cfg = write_tiny_config(tmp_path / "tiny.py")
     out = tmp_path / "out"
     rows, ablation = load_tool("benchmark").main(
@@ -63,6 +62,7 @@ def test_benchmark_tool_small_sweep(tmp_path, monkeypatch):
     assert [(r["size"], "error" in r) for r in rows] == [(32, False), (64, False)]
     for row in rows:
         assert row["threads"] == 1 and row["img_s"] > 0 and row["fwdbwd_ms"] > 0
+        assert row["fused"] is True  # CPU inference of VMamba runs fused by default
         assert row["mem_fwd_MB"] >= 0 and not math.isnan(row["mem_fwdbwd_MB"])
     csv_rows = read_csv(out / "benchmark.csv")
     assert [int(r["size"]) for r in csv_rows] == [32, 64]
@@ -77,7 +77,7 @@ def test_benchmark_tool_small_sweep(tmp_path, monkeypatch):
         1,
         1,
     )
-    assert env["env_MMVMAMBA_CPU_FUSION"] == "0"
+    assert env["cpu_fusion"] is True
     assert env["tf32_matmul"] == torch.backends.cuda.matmul.allow_tf32
 
 
@@ -104,7 +104,7 @@ def test_throughput_targets_only_at_their_sizes():
 
 
 def test_paired_throughput_times_both_models():
-    from mmvmamba.analysis.benchmark import paired_throughput
+    from mmvmamba.analysis.side_by_side import paired_throughput
 
     row = paired_throughput("vmamba-t", "swin-t", 32, BenchSettings(warmup=0, repeats=1, threads=1))
     assert row["img_s_a"] > 0 and row["img_s_b"] > 0 and row["threads"] == 1
@@ -123,7 +123,7 @@ def test_gemm_peak_is_the_best_repeat(monkeypatch):
     """2 m k n flops over the fastest timed repeat, hand-computed for a faked clock."""
     from mmvmamba.analysis import benchmark
 
-    monkeypatch.setattr(benchmark, "_time", lambda fn, settings: [0.5, 0.25, 0.4])
+    monkeypatch.setattr(benchmark, "time_calls", lambda fn, settings: [0.5, 0.25, 0.4])
     rate = benchmark.gemm_peak_gflop_s(BenchSettings(threads=1), shape=(64, 32, 16))
     assert rate == pytest.approx(2 * 64 * 32 * 16 / 0.25 / 1e9)
 
@@ -155,7 +155,7 @@ def test_targets_state_the_arithmetic_rate_needed():
 def test_identity_ablation_refuses_models_without_ss2d(tmp_path):
     from mmvmamba.analysis.benchmark import scan_ablation
 
-    with pytest.raises(RuntimeError, match="no SS2D selective scan"):
+    with pytest.raises(RuntimeError, match="no selective-scan mixer"):
         scan_ablation("convnext-t", 32, BenchSettings(warmup=0, repeats=1))
 
 

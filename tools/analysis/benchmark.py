@@ -8,6 +8,8 @@ Models: ``vmamba-t/s/b`` (ours), mmpretrain's ``swin-t``, ``convnext-t``, ``deit
 ``vim-s`` when Vim is registered; also ``vmamba:<arch>`` or a config path. Each (model, size)
 runs in a fresh subprocess on CPU (peak-RSS memory needs it; ``--in-process`` skips memory).
 On a GPU (``--device cuda``, default when available): CUDA events, float16 autocast, batch 128.
+CPU inference runs VMamba fused by ``mmvmamba.deployment.fuse_for_cpu`` (as a CPU deployment
+does); ``--no-fuse`` times the plain model (training is always the plain model).
 Also times VMamba-T with its selective scan replaced by the identity (``--ablation-sizes``).
 
 Writes ``benchmark.csv`` / ``benchmark.png`` (img/s, fwd+bwd time and memory vs size),
@@ -16,7 +18,12 @@ threads, precision, TF32 / cuDNN / oneDNN switches, allocator and kernel environ
 into ``--out-dir``; prints the settings, the tables and the paper's targets.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import json
@@ -32,11 +39,11 @@ from mmvmamba.analysis.benchmark import (
     environment,
     measure,
     measure_in_subprocess,
-    paired_throughput,
     scan_ablation,
 )
 from mmvmamba.analysis.models import BENCHMARK_MODELS, vim_registered
 from mmvmamba.analysis.plotting import default_out_dir, format_table, plot_lines, write_csv
+from mmvmamba.analysis.side_by_side import paired_throughput
 
 DEFAULT_MODELS = ["vmamba-t", "vmamba-s", "vmamba-b", "swin-t", "convnext-t", "deit-s"]
 # VMamba-T's throughput targets relative to Swin-T, at the sizes they are set for (the paper's
@@ -63,6 +70,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="system",
         help="CPU: 'caching' makes glibc keep freed memory for reuse (no fresh page faults on "
         "every large tensor, like a caching GPU allocator or jemalloc); both models alike",
+    )
+    parser.add_argument(
+        "--no-fuse",
+        action="store_true",
+        help="CPU: time inference of the plain model, not the one fused by fuse_for_cpu",
     )
     parser.add_argument("--no-train", action="store_true", help="skip forward+backward")
     parser.add_argument("--in-process", action="store_true", help="no subprocess, no CPU memory")
@@ -151,6 +163,7 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
         train=not args.no_train,
         memory=not args.in_process or args.device == "cuda",
         allocator=args.allocator,
+        fuse=not args.no_fuse,
     )
     env = environment(settings)
     print(
@@ -186,7 +199,7 @@ def main(argv=None) -> tuple[list[dict], list[dict]]:
             ablation.append(scan_ablation(args.ablation_model, size, settings))
 
     columns = ["model", "size", "batch", "threads", "img_s", "fwd_ms", "fwdbwd_ms"]
-    columns += ["mem_fwd_MB", "mem_fwdbwd_MB", "device", "mem_method"]
+    columns += ["mem_fwd_MB", "mem_fwdbwd_MB", "fused", "device", "mem_method"]
     print(format_table(rows, columns[:-2]))
     if ablation:
         print("\nselective scan replaced by identity:")

@@ -17,6 +17,7 @@ forward and the flipped backward channels are concatenated to ``2E`` channels, `
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +74,13 @@ class BiMambaV2(nn.Module):
         dt_rank: Rank ``R`` of the ``delta`` projection; ``"auto"`` means ``ceil(C / 16)``.
         dt_min, dt_max, dt_init_floor, dt_scale: Initialisation range of the forward ``delta``.
         divide_out: Average (True, all released Vim models) instead of sum the two directions.
-        backend: Passed to :func:`vmamba_ops.selective_scan` (``'auto'`` picks the fastest).
+        backend: Passed to the scan function (``'auto'``: :func:`vmamba_ops.selective_scan`
+            picks by device, dtype and grad mode).
+
+    Attributes:
+        scan_fn: the selective-scan function, called with the signature of
+            :func:`vmamba_ops.selective_scan` (the default). Analysis tools swap it
+            (:mod:`mmvmamba.analysis.scan_hooks`).
 
     Shape:
         input ``(B, L, C)`` -> output ``(B, L, C)``.
@@ -105,6 +112,7 @@ class BiMambaV2(nn.Module):
         self.dt_rank = dt_rank
         self.divide_out = divide_out
         self.backend = backend
+        self.scan_fn: Callable[..., torch.Tensor] = vmamba_ops.selective_scan
         inner = self.d_inner
 
         # Registration order reproduces the official state-dict order.
@@ -173,7 +181,7 @@ class BiMambaV2(nn.Module):
         a = -torch.exp(_at_least_fp32(torch.cat([self.A_log, self.A_b_log], dim=0)))  # (2E, N)
         d = _at_least_fp32(torch.cat([self.D, self.D_b], dim=0))
         delta_bias = _at_least_fp32(torch.cat([self.dt_proj.bias, self.dt_proj_b.bias], dim=0))
-        y2 = vmamba_ops.selective_scan(
+        y2 = self.scan_fn(
             u2.contiguous(),
             delta.contiguous(),
             a,

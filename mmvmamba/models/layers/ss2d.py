@@ -27,6 +27,7 @@ the depthwise conv, the activation, the output norm and the initialisation of th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +35,6 @@ from torch import Tensor, nn
 
 from vmamba_ops import cross_merge, cross_scan, selective_scan
 
-from .cpu_fusion import conv_act, fusion_applies, linear_add
 from .linear import Linear2d, grouped_linear
 from .norm import LayerNorm2d
 
@@ -111,14 +111,19 @@ class SS2D(nn.Module):
         forward_type: ``'v05_noz'`` (no gate) or ``'v0'`` (in_proj gives x and z, y * act(z)).
         scan: route pattern: ``'cross'`` (4 directions, the paper's model), ``'unidi'``
             (row-major x4), ``'bidi'`` (row-major, row-major, reversed x2) or ``'cascade'``
-            (rows then columns, official ``v052dc``; see :meth:`_core_cascade`).
+            (rows then columns, official ``v052dc``; see :meth:`_cascade_scan`).
         out_norm: ``'ln'`` (LayerNorm, default), ``'none'``, ``'dwconv3'``, ``'cnorm'``
             (LayerNorm + depthwise 3x3), ``'softmax'`` (over positions) or ``'sigmoid'``.
         init: SSM parameter init: ``'mamba'`` (Mamba init, default; official ``'v0'``),
             ``'random'`` (official ``'v1'``) or ``'zero'`` (official ``'v2'``).
         dropout: dropout after out_proj.
         dt_min, dt_max, dt_init_floor: range of the initial softplus(dt_bias) (Mamba init).
-        backend: selective-scan backend passed to :func:`vmamba_ops.selective_scan`.
+        backend: selective-scan backend passed to the scan function.
+
+    Attributes:
+        scan_fn: the selective-scan function, called with the signature of
+            :func:`vmamba_ops.selective_scan` (the default). Analysis tools swap it
+            (:mod:`mmvmamba.analysis.scan_hooks`).
 
     Shapes:
         input (B, d_model, H, W) float -> output (B, d_model, H, W), same dtype.
@@ -170,6 +175,7 @@ class SS2D(nn.Module):
 
         self.d_model, self.d_inner, self.d_state, self.dt_rank = d_model, d_inner, d_state, dt_rank
         self.forward_type, self.scan, self.backend = forward_type, scan, backend
+        self.scan_fn: Callable[..., Tensor] = selective_scan
         self.gated = forward_type == "v0"
         k, di, n, r = K_ROUTES, d_inner, d_state, dt_rank
 
@@ -227,12 +233,8 @@ class SS2D(nn.Module):
             self.dt_projs_weight.uniform_().mul_(0.1)
             self.dt_projs_bias.uniform_().mul_(0.1)
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        """(B, d_model, H, W) -> (B, d_model, H, W); ``residual + output`` if one is given.
-
-        On CPU inference the depthwise conv's activation and the residual add run inside the
-        conv / out_proj (:mod:`~mmvmamba.models.layers.cpu_fusion`); same numbers.
-        """
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, d_model, H, W) -> (B, d_model, H, W), same dtype (data flow: module docstring)."""
         if x.dim() != 4 or x.shape[1] != self.d_model:
             raise ValueError(
                 f"SS2D expects a (B, {self.d_model}, H, W) tensor, got shape {tuple(x.shape)}"
@@ -240,29 +242,28 @@ class SS2D(nn.Module):
         x = self.in_proj(x)
         if self.gated:
             x, z = x.chunk(2, dim=1)
-            z = self.act(z)
-        fused = None
-        if self.conv2d is not None and fusion_applies(x, self.conv2d, self.act):
-            fused = conv_act(x, self.conv2d, self.act)
-        if fused is not None:
-            x = fused
-        else:
-            if self.conv2d is not None:
-                x = self.conv2d(x)
-            x = self.act(x)
-        y = self._core_cascade(x) if self.scan == "cascade" else self._core_routes(x)
+        if self.conv2d is not None:
+            x = self.conv2d(x)
+        x = self.act(x)
+        y = self.scan_2d(x)
         y = self.out_norm(y).to(x.dtype)
         if self.gated:
-            y = y * z
-        if (
-            residual is not None
-            and isinstance(self.dropout, nn.Identity)
-            and y.is_contiguous(memory_format=torch.channels_last)
-            and fusion_applies(y, self.out_proj)
-        ):
-            return linear_add(y, self.out_proj, residual)
-        out = self.dropout(self.out_proj(y))
-        return out if residual is None else residual + out
+            y = y * self.act(z)
+        return self.dropout(self.out_proj(y))
+
+    def scan_2d(self, x: Tensor) -> Tensor:
+        """The 2D selective scan: (B, Di, H, W) -> (B, Di, H, W) in the compute dtype.
+
+        Cross-scan the map into K = 4 route sequences, project and selective-scan each route
+        with its own parameters, and merge the routes back into a map (the sum over routes);
+        ``scan='cascade'`` scans rows then columns instead (:meth:`_cascade_scan`).
+        """
+        if self.scan == "cascade":
+            return self._cascade_scan(x)
+        b, di, h, w = x.shape
+        xs = cross_scan(x, pattern=self.scan, channel_first=True)  # (B, K, Di, H*W)
+        ys = self._selective_scan(xs, slice(0, K_ROUTES))
+        return cross_merge(ys.view(b, K_ROUTES, di, h, w), pattern=self.scan, channel_first=True)
 
     # ---------------------------------------------------------------------------------------
     def _ssm_params(self, routes: slice, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
@@ -273,7 +274,7 @@ class SS2D(nn.Module):
         bias = self.dt_projs_bias[routes].reshape(-1).to(dtype)
         return A, D, bias
 
-    def _scan(self, xs: Tensor, routes: slice) -> Tensor:
+    def _selective_scan(self, xs: Tensor, routes: slice) -> Tensor:
         """Project and scan ``G`` independent sequence groups.
 
         Args:
@@ -293,9 +294,9 @@ class SS2D(nn.Module):
         # official 'oflex' kernel does; the output is merged and normed in that precision
         ct = torch.promote_types(xs.dtype, torch.float32)
         A, D, delta_bias = self._ssm_params(routes, ct)
-        # delta = dt_proj[g] @ dts[g] (R -> Di per route), formed inside the scan op: on CPU
-        # inference the compiled kernel never writes the (Bs, G*Di, Ls) delta to memory
-        ys = selective_scan(
+        # delta = dt_proj[g] @ dts[g] (R -> Di per route), handed over in this low-rank form:
+        # the scan op decides whether to form it inside its kernel
+        ys = self.scan_fn(
             xs.reshape(bs, g * di, length).to(ct),
             dts.to(ct),
             A,
@@ -309,14 +310,7 @@ class SS2D(nn.Module):
         )
         return ys.view(bs, g, di, length)
 
-    def _core_routes(self, x: Tensor) -> Tensor:
-        """Cross / unidi / bidi scan: (B, Di, H, W) -> (B, Di, H, W) (compute dtype)."""
-        b, di, h, w = x.shape
-        xs = cross_scan(x, pattern=self.scan, channel_first=True)  # (B, K, Di, L)
-        ys = self._scan(xs, slice(0, K_ROUTES))
-        return cross_merge(ys.view(b, K_ROUTES, di, h, w), pattern=self.scan, channel_first=True)
-
-    def _core_cascade(self, x: Tensor) -> Tensor:
+    def _cascade_scan(self, x: Tensor) -> Tensor:
         """Cascade scan (official ``v052dc``): (B, Di, H, W) -> (B, Di, H, W).
 
         x is layer-normed (no affine); every row is scanned left->right with route 0's
@@ -332,11 +326,11 @@ class SS2D(nn.Module):
 
         # rows: (B, H, Di, W) -> B*H sequences of length W
         rows = norm(x).permute(0, 2, 1, 3).reshape(b * h, di, w)
-        ys = self._scan(torch.stack([rows, rows.flip(-1)], dim=1), slice(0, 2))
+        ys = self._selective_scan(torch.stack([rows, rows.flip(-1)], dim=1), slice(0, 2))
         y_row = ys.sum(dim=1).view(b, h, di, w).permute(0, 2, 1, 3)  # (B, Di, H, W)
         # columns: (B, W, Di, H) -> B*W sequences of length H
         cols = norm(y_row).permute(0, 3, 1, 2).reshape(b * w, di, h)
-        ys = self._scan(torch.stack([cols, cols.flip(-1)], dim=1), slice(2, 4))
+        ys = self._selective_scan(torch.stack([cols, cols.flip(-1)], dim=1), slice(2, 4))
         return ys.sum(dim=1).view(b, w, di, h).permute(0, 2, 3, 1)
 
     def extra_repr(self) -> str:

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cpu_fusion import fusion_applies, linear_act, linear_add
 from .drop_path import DropPath
 from .linear import Linear2d
 from .norm import LayerNorm2d
@@ -19,12 +18,7 @@ __all__ = ["Mlp", "PatchMerging2d", "VSSBlock"]
 
 
 class Mlp(nn.Module):
-    """Channel MLP ``fc1 -> GELU -> fc2`` as 1x1 convs: (B, C, H, W) -> (B, C, H, W).
-
-    ``forward(x, residual)`` returns ``residual + mlp(x)``; on CPU inference with a
-    channels-last ``x`` the GELU and the add run inside the GEMMs
-    (:mod:`~mmvmamba.models.layers.cpu_fusion`), otherwise the modules run one by one.
-    """
+    """Channel MLP ``fc1 -> GELU -> fc2`` as 1x1 convs: (B, C, H, W) -> (B, C, H, W)."""
 
     def __init__(self, channels: int, hidden: int, drop: float = 0.0) -> None:
         super().__init__()
@@ -33,19 +27,8 @@ class Mlp(nn.Module):
         self.fc2 = Linear2d(hidden, channels)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
-    def forward(self, x: Tensor, residual: Tensor | None = None) -> Tensor:
-        if (
-            isinstance(self.drop, nn.Identity)
-            and x.is_contiguous(memory_format=torch.channels_last)
-            and fusion_applies(x, self.fc1, self.act, self.fc2)
-        ):
-            hidden = linear_act(x, self.fc1, self.act)
-            if hidden is not None:
-                if residual is None:
-                    return self.fc2(hidden)
-                return linear_add(hidden, self.fc2, residual)
-        y = self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
-        return y if residual is None else residual + y
+    def forward(self, x: Tensor) -> Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
 class VSSBlock(nn.Module):
@@ -53,8 +36,7 @@ class VSSBlock(nn.Module):
 
     ``x = x + DropPath(op(norm(x)))`` with ``op`` an :class:`SS2D`, then, if ``mlp_ratio > 0``,
     ``x = x + DropPath(mlp(norm2(x)))`` (pre-norm, as the official ``post_norm=False``).
-    Where DropPath is the identity (eval, or rate 0) and ``op`` / ``mlp`` carry no hooks, the
-    residual is handed to them so the add can be fused into their output projection.
+    :func:`mmvmamba.deployment.fuse_for_cpu` swaps in a fused inference twin for the CPU.
     """
 
     def __init__(self, dim: int, drop_path: float, mlp_ratio: float, ss2d_cfg: dict) -> None:
@@ -68,21 +50,10 @@ class VSSBlock(nn.Module):
         else:
             self.norm2 = self.mlp = None
 
-    def _pass_residual(self, branch: nn.Module) -> bool:
-        # hooks on the branch must see its own output, not the sum
-        identity = self.drop_path.drop_prob == 0.0 or not self.training
-        return identity and not (branch._forward_hooks or branch._forward_pre_hooks)
-
     def forward(self, x: Tensor) -> Tensor:
-        if self._pass_residual(self.op):
-            x = self.op(self.norm(x), residual=x)
-        else:
-            x = x + self.drop_path(self.op(self.norm(x)))
+        x = x + self.drop_path(self.op(self.norm(x)))
         if self.mlp is not None:
-            if self._pass_residual(self.mlp):
-                x = self.mlp(self.norm2(x), residual=x)
-            else:
-                x = x + self.drop_path(self.mlp(self.norm2(x)))
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
         return x
 
 
