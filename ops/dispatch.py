@@ -2,21 +2,14 @@
 
 Backends, named for what runs:
 
-==========  ==============================================================  ==================
-name        what runs                                                       tensors
-==========  ==============================================================  ==================
-``ref``     the sequential reference (a Python loop over L; the oracle)     any device
-``torch``   plain PyTorch: the chunked scan (:mod:`.selective_scan.         any device
-            torch_scan`), flips / transposes for cross-scan
-            (:mod:`.cross_scan.torch_views`)
-``c``       the compiled C kernels (:mod:`._c_library`)                     CPU
-``triton``  the Triton kernels                                              CUDA (any device
-                                                                            under
-                                                                            TRITON_INTERPRET=1)
-``auto``    the table of :func:`resolve_backend`
-``cpu``     the old name, still accepted: ``c`` where the C kernels         CPU
-            build, else ``torch``
-==========  ==============================================================  ==================
+- ``ref``: the sequential reference (a Python loop over L; the oracle). Any device.
+- ``torch``: plain PyTorch: the chunked scan (:mod:`.selective_scan.torch_scan`), flips and
+  transposes for cross-scan (:mod:`.cross_scan.torch_views`). Any device.
+- ``c``: the compiled C kernels (``csrc/``, built by :mod:`._c_library`). CPU tensors.
+- ``triton``: the Triton kernels. CUDA tensors (any device under ``TRITON_INTERPRET=1``).
+- ``auto``: the table of :func:`resolve_backend`.
+- ``cpu``: the old name, still accepted: ``c`` where the C kernels build, else ``torch``.
+  CPU tensors.
 
 A call's ``backend='auto'`` first becomes the process setting (:func:`set_backend`,
 :func:`use_backend`), which is ``'auto'`` unless changed; the environment variable
@@ -248,30 +241,30 @@ def resolve_backend(
     ``'auto'`` first becomes the process setting for the device (:func:`set_backend`); if that
     is ``'auto'`` too, this table decides (first matching row):
 
-    ======  ==================  ==================  ===============================
-    device  dtype               selective_scan      cross_scan / cross_merge
-    ======  ==================  ==================  ===============================
-    cpu     any                 c (torch if the C   c for channel-first fp32/fp64
-                                kernels cannot      maps, else torch
-                                build; one warning)
-    cuda    float64             ref                 torch
-    cuda    fp32 / bf16 / fp16  triton (torch and   triton (torch without triton)
-                                a warning saying
-                                how to install it
-                                without triton)
-    other   any                 torch               torch
-    ======  ==================  ==================  ===============================
+    ======  =============  ======  =========  ==============  ===============================
+    device  dtype          grad    low-rank   selective_scan  cross_scan / cross_merge
+    ======  =============  ======  =========  ==============  ===============================
+    cpu     fp32 / fp64    no      R <= 8     c_lowrank (a)
+    cpu     any            any     any        c (b)           c (channel-first fp32 / fp64
+                                                              maps), else torch
+    cuda    fp64           any     any        ref             torch
+    cuda    fp32/bf16/fp16 any     any        triton (c)      triton, else torch
+    other   any            any     any        torch           torch
+    ======  =============  ======  =========  ==============  ===============================
 
-    Whatever chose ``c`` for the scan, a low-rank delta (``delta_proj`` given, rank
-    ``low_rank``) on float32 / float64 tensors with ``low_rank <= LOW_RANK_MAX``, no gradient
-    needed and no graph being captured turns it into ``'c_lowrank'``: the C kernel's fused
-    low-rank forward forms delta itself (its own custom op, ``vmamba_ops::
-    selective_scan_lowrank``, which dispatch modes and FLOP counters see as one node). The
-    fused forward has no backward, and forming delta costs the kernel ``dim * L * R``
-    multiply-adds, which beat writing and reading the (batch, dim, L) delta only at small
-    ranks; larger ranks and everything else form delta with one bmm first. A graph being
-    captured (``torch.jit.trace``, ``torch.compile``, ``torch.export``) keeps the bmm and the
-    scan op in the graph, so FLOP counters and the export decompositions see the projection.
+    (a) The C kernel's fused low-rank forward: it forms delta from its factors itself, as its
+    own custom op (``vmamba_ops::selective_scan_lowrank``, one node to dispatch modes and
+    FLOP counters), where the kernel runs and no graph is being captured. Why these limits:
+    the fused forward has no backward (so no gradient may be needed); forming delta costs the
+    kernel ``dim * L * R`` multiply-adds, which beat writing and reading the (batch, dim, L)
+    delta only at small ranks (larger ones form delta with one bmm first); and a captured
+    graph (``torch.jit.trace``, ``torch.compile``, ``torch.export``) keeps the bmm and the
+    scan op, so FLOP counters and the export decompositions see the projection. The decision
+    reads only public state (grad mode, ``requires_grad``, ``torch.jit.is_tracing``,
+    ``torch.compiler.is_compiling``); anything else that intercepts ops sees the one op node.
+    The same row applies when ``'c'`` / ``'cpu'`` are named.
+    (b) ``torch``, with one warning saying why, where the C kernels cannot be built.
+    (c) Without the triton package: ``torch`` with one warning saying how to install it.
 
     A backend named explicitly (or by the setting) is checked: ``'ref'`` / ``'torch'`` run
     anywhere; ``'c'`` and ``'cpu'`` need CPU tensors (ValueError naming the device and what
