@@ -153,8 +153,16 @@ def test_tiny_vim_compiles_fullgraph_and_matches_eager(shape, grad):
 @pytest.mark.parametrize(
     "make, exc, pattern",
     [
-        (lambda: torch.randn(1, 3, 3, 16), ValueError, r"input 3x16 is smaller than one 4x4 patch"),
-        (lambda: torch.randn(1, 3, 16, 2), ValueError, r"input 16x2 is smaller than one 4x4"),
+        (
+            lambda: torch.randn(1, 3, 3, 16),
+            ValueError,
+            r"input 3x16 is smaller than the patch size 4",
+        ),
+        (
+            lambda: torch.randn(1, 3, 16, 2),
+            ValueError,
+            r"input 16x2 is smaller than the patch size 4",
+        ),
         (lambda: torch.randn(1, 1, 16, 16), ValueError, r"in_channels=3 .* 1 channels"),
         (lambda: torch.randn(2, 4, 16, 16), ValueError, r"in_channels=3 .* 4 channels"),
         (lambda: torch.zeros(1, 3, 16, 16, dtype=torch.uint8), TypeError, r"uint8.*x\.float\(\)"),

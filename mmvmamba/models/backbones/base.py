@@ -143,10 +143,12 @@ class MambaBackbone(BaseBackbone):
         shape = tuple(x.shape)
         if x.dim() != 4:
             raise ValueError(
-                f"{name} expects a (B, C, H, W) tensor, got shape {shape} ({x.dim()} dims)"
+                f"{name} expects images of shape (B, C, H, W), got {shape} ({x.dim()} dims)"
             )
         if shape[0] == 0:
-            raise ValueError(f"{name} got an empty batch (shape {shape}); pass at least one image")
+            raise ValueError(
+                f"{name} got an empty batch (batch size 0, shape {shape}); pass at least one image"
+            )
         if not x.is_floating_point():
             raise TypeError(
                 f"{name} expects a floating-point input, got dtype {x.dtype} (shape {shape}); "
@@ -154,7 +156,7 @@ class MambaBackbone(BaseBackbone):
             )
         if shape[1] != self.in_channels:
             raise ValueError(
-                f"{name} was built with in_channels={self.in_channels}, got an input with "
+                f"{name} was built with in_channels={self.in_channels} but got an input with "
                 f"{shape[1]} channels (shape {shape}); set in_channels accordingly"
             )
         if shape[2] < min_size or shape[3] < min_size:
