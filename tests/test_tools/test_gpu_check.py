@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ sys.path.insert(0, str(REPO / "tools"))
 
 from gpu_check import kernel_tests, report  # noqa: E402
 from gpu_check import run as gpu_run  # noqa: E402
+from gpu_check.context import Context, out_of_time  # noqa: E402
 
 
 def _section(name, status, rows=(), note=""):
@@ -83,6 +85,40 @@ def test_csv_has_every_row_with_its_section_and_a_line_per_section():
         ("train_amp", "(section)", "FAIL"),
     ]
     assert rows[0]["triton_ms"] == "1.5"
+
+
+def _context(tmp_path, seconds_left: float) -> Context:
+    return Context(
+        name="kernel_numerics",
+        dry_run=True,
+        device="cpu",
+        deadline=time.monotonic() + seconds_left,
+        result_file=tmp_path / "result.json",
+        repo=REPO,
+    )
+
+
+def test_a_raising_item_is_a_fail_row_and_the_section_goes_on(tmp_path, capsys):
+    ctx = _context(tmp_path, 100)
+    ctx.guarded("selective_scan a", lambda: 1 / 0, dtype="float16")
+    ctx.guarded("selective_scan b", lambda: {"err_y": 1e-7}, dtype="float32")
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["status"] == "FAIL"
+    assert [(r["item"], r["status"]) for r in saved["rows"]] == [
+        ("selective_scan a", "FAIL"),
+        ("selective_scan b", "PASS"),
+    ]
+    assert saved["rows"][0]["error"].startswith("ZeroDivisionError")
+    assert "ZeroDivisionError" in capsys.readouterr().err  # the traceback goes to the log
+
+
+def test_an_item_past_the_section_deadline_is_skipped_and_noted(tmp_path):
+    assert not out_of_time(_context(tmp_path, 100), 5, "early")
+    ctx = _context(tmp_path, 2)
+    assert out_of_time(ctx, 5, "throughput 768px b16 fp32")
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["rows"][0]["status"] == "SKIP" and saved["status"] == "PASS"
+    assert "budget spent" in saved["note"]
 
 
 def test_junit_counts_and_failing_ids(tmp_path):

@@ -96,6 +96,8 @@ def out_of_time(ctx: Context, reserve: float, what: str) -> bool:
     """True (and a SKIP row naming ``what``) when less than ``reserve`` seconds are left."""
     if ctx.time_left() >= reserve:
         return False
+    if "budget spent" not in ctx.note:
+        ctx.note = "; ".join(filter(None, (ctx.note, "budget spent, items skipped")))
     ctx.add(item=what, status=SKIP, error=f"section budget spent ({ctx.time_left():.0f}s left)")
     return True
 
