@@ -39,14 +39,10 @@ def _kernels(backend: str, u: Tensor):
     )
 
 
-def _state_shape(u: Tensor, A: Tensor) -> tuple[tuple[int, int, int], torch.dtype]:
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    return (u.shape[0], u.shape[1], A.shape[1]), dtype
-
-
 def _fake_outputs(u: Tensor, A: Tensor) -> tuple[Tensor, Tensor]:
-    shape, dtype = _state_shape(u, A)
-    return u.new_empty(u.shape), u.new_empty(shape, dtype=dtype)
+    """Empty y (batch, dim, L) and last state (batch, dim, N) (float32, float64 for float64)."""
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=dtype)
 
 
 # The arguments of the ops, written once: shapes as in vmamba_ops.selective_scan, with B and C
