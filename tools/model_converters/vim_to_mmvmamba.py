@@ -11,9 +11,19 @@ allow-listed besides tensors). The output is ``{'state_dict': {...}, 'meta': {..
 into the configs in ``configs/classification/vim-*`` (``load_from`` or
 ``init_cfg=dict(type='Pretrained', checkpoint=...)``), and into the ``Vim`` backbone of the
 segmentation configs (``init_cfg=dict(type='Pretrained', checkpoint=...)``).
+
+The official file also loads as it is (``init_cfg``, ``load_from``, ``load_checkpoint``,
+``get_model(..., pretrained=...)``): the backbone converts it while loading, with the same
+functions (:mod:`mmvmamba.checkpoint.hooks`). Convert offline to ship or inspect a file in
+mmvmamba's own key layout.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import sys

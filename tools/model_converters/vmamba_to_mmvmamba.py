@@ -10,9 +10,19 @@ release; it is read with ``torch.load(weights_only=True)`` and an allow-list (no
 runs). DST is a plain ``{name: tensor}`` state dict, loadable with ``weights_only=True``:
 ``--target classifier`` (default) for mmpretrain's ``ImageClassifier`` (``load_from`` /
 ``tools/test.py``), ``--target backbone`` for a bare ``VMamba``.
+
+The official file also loads as it is (``init_cfg``, ``load_from``, ``load_checkpoint``,
+``get_model(..., pretrained=...)``): the backbone converts it while loading, with the same
+functions (:mod:`mmvmamba.checkpoint.hooks`). Convert offline to ship or inspect a file in
+mmvmamba's own key layout.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import sys
