@@ -98,10 +98,13 @@ def build_from_config(config, checkpoint: str | None = None) -> tuple[nn.Module,
     _import_plugins(cfg)
     model = _registry(framework).build(cfg.model)
     if checkpoint is not None:
-        from mmvmamba.checkpoint.io import load_checkpoint_file, load_state_dict_checked
+        from mmvmamba.checkpoint.io import (
+            load_checkpoint_file,
+            load_state_dict_checked,
+            unwrap_checkpoint,
+        )
 
-        state = load_checkpoint_file(checkpoint)
-        state = state.get("state_dict", state.get("model", state))
+        state = unwrap_checkpoint(load_checkpoint_file(checkpoint))
         load_state_dict_checked(model, state, strict=True)
     elif hasattr(model, "init_weights"):
         _quiet_init(model)

@@ -16,7 +16,6 @@ The exported graph takes the *normalised* image batch ``(B, 3, H, W)`` float32 (
 from __future__ import annotations
 
 import os
-import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -63,7 +62,7 @@ def build_model_from_config(
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    from ..checkpoint.io import load_checkpoint_file, load_state_dict_checked
+    from ..checkpoint.io import load_checkpoint_file, load_state_dict_checked, unwrap_checkpoint
 
     if not Path(config).is_file():
         raise FileNotFoundError(f"config file not found: '{config}'")
@@ -78,9 +77,7 @@ def build_model_from_config(
         if hasattr(model, "init_weights"):
             model.init_weights()
     else:
-        ckpt = load_checkpoint_file(checkpoint)
-        state = ckpt.get("state_dict", ckpt)
-        state = {re.sub(r"^module\.", "", k): v for k, v in state.items()}
+        state = unwrap_checkpoint(load_checkpoint_file(checkpoint))
         load_state_dict_checked(model, state, strict=strict, source=f"checkpoint '{checkpoint}'")
     return model.eval()
 
