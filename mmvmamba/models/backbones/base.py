@@ -208,20 +208,14 @@ class MambaBackbone(BaseBackbone):
         else, including every already converted layout, passes unchanged."""
         sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
         weights, ignored = _weights_of(sub)
-        if any(k.startswith(f"{name}.") for k in weights) or not self.is_official_checkpoint(
-            weights
-        ):
+        converted = any(k.startswith(f"{name}.") for k in weights)
+        if converted or not self.is_official_checkpoint(weights):
             return
         self.check_checkpoint(sub)
-        backbone, head = split_prefix(
-            self.rename_checkpoint_keys(weights), self.checkpoint_head_prefix
-        )
-        head_prefix = (
-            "head.fc."
-            if isinstance(getattr(parent, "head", None), nn.Module)
-            and (isinstance(getattr(parent.head, "fc", None), nn.Module))
-            else self.checkpoint_head_prefix
-        )
+        renamed = self.rename_checkpoint_keys(weights)
+        backbone, head = split_prefix(renamed, self.checkpoint_head_prefix)
+        linear_head = isinstance(getattr(getattr(parent, "head", None), "fc", None), nn.Module)
+        head_prefix = "head.fc." if linear_head else self.checkpoint_head_prefix
         for key in sub:
             del state_dict[prefix + key]
         state_dict.update({f"{prefix}{name}.{k}": v for k, v in backbone.items()})
