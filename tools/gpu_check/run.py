@@ -50,7 +50,7 @@ SECTIONS = (
     ("env", "env_section", "run", 40),
     ("kernel_tests", "kernel_tests", "run", 120),
     ("kernel_numerics", "kernel_numerics", "run", 60),
-    ("train_amp", "models", "run_train", 50),
+    ("train_amp", "models", "run_train", 90),
     ("throughput", "throughput", "run", 60),
     ("kernel_bench", "kernel_bench", "run", 40),
     ("compile", "models", "run_compile", 100),
