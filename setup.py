@@ -5,11 +5,16 @@
 """
 
 import re
+import shutil
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
+# what OpenMMLab packages install inside themselves under .mim/ (mmdet/.mim/configs, ...): the
+# configs and model index, found by name by mmvmamba.hub, and the tools (as `mim train` runs them)
+MIM_FILES = ("configs", "tools", "model-index.yml")
 
 
 def read_requirements(name: str) -> list[str]:
@@ -20,6 +25,29 @@ def read_requirements(name: str) -> list[str]:
 def version() -> str:
     text = (ROOT / "mmvmamba" / "version.py").read_text()
     return re.search(r'__version__ = "([^"]+)"', text).group(1)
+
+
+class BuildWithMim(build_py):
+    """``build_py`` that also copies :data:`MIM_FILES` into ``mmvmamba/.mim`` of the build.
+
+    Only the built package gets them (a wheel, a regular install); an editable install reads
+    them from the checkout, so nothing is written into the source tree.
+    """
+
+    def run(self) -> None:
+        super().run()
+        if self.editable_mode:
+            return
+        mim = Path(self.build_lib) / "mmvmamba" / ".mim"
+        shutil.rmtree(mim, ignore_errors=True)
+        mim.mkdir(parents=True)
+        ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+        for name in MIM_FILES:
+            src = ROOT / name
+            if src.is_dir():
+                shutil.copytree(src, mim / name, ignore=ignore)
+            elif src.is_file():
+                shutil.copy2(src, mim / name)
 
 
 ops_packages = ["vmamba_ops"] + ["vmamba_ops." + p for p in find_packages(where="ops")]
@@ -44,5 +72,6 @@ setup(
         "triton": read_requirements("triton.txt"),
         "tests": read_requirements("tests.txt"),
     },
+    cmdclass={"build_py": BuildWithMim},
     zip_safe=False,
 )

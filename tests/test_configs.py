@@ -1,5 +1,6 @@
-"""Every config under configs/ builds in its framework and runs one forward pass; the detection
-and segmentation configs carry the official VMamba settings; the metafiles list them all."""
+"""Every config under configs/ builds in its framework and runs one forward pass and keeps no
+merge helper key; the detection and segmentation configs carry the official VMamba settings; the
+metafiles list them all and their configs resolve."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from mmengine.config import Config  # noqa: E402
 from mmengine.registry import init_default_scope  # noqa: E402
 
 import mmvmamba  # noqa: E402, F401
-from mmvmamba.engine.launch import detect_task  # noqa: E402
+from mmvmamba.engine import detect_task  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.py") if "_base_" not in p.parts)
@@ -211,3 +212,48 @@ def test_metafiles_list_every_detection_and_segmentation_config():
                 assert f"{value}" in text, (rel, name, value)
     for rel in models:
         assert (REPO / rel).exists(), f"metafile lists a missing config {rel}"
+
+
+# keys that steer mmengine's merge or a config's own inheritance; none may reach the runner
+HELPER_KEYS = {"_delete_", "_base_", "demo_backbone"}
+
+
+def _helper_keys(node, path="cfg") -> list[str]:
+    found = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in HELPER_KEYS:
+                found.append(f"{path}.{key}")
+            found += _helper_keys(value, f"{path}.{key}")
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            found += _helper_keys(value, f"{path}[{i}]")
+    return found
+
+
+def test_helper_key_walk_finds_a_left_over_delete():
+    cfg = Config(dict(train_cfg=dict(_delete_=True, max_iters=1), x=[dict(y=dict(_delete_=1))]))
+    assert _helper_keys(cfg.to_dict()) == ["cfg.train_cfg._delete_", "cfg.x[0].y._delete_"]
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=_id)
+def test_no_merge_helper_key_survives(path):
+    """``_delete_`` with nothing to delete stays in the dict and reaches a constructor
+    (``IterBasedTrainLoop.__init__() got an unexpected keyword argument '_delete_'``)."""
+    cfg = Config.fromfile(str(path))
+    assert _helper_keys(cfg.to_dict()) == []
+
+
+def test_model_index_configs_resolve_by_name():
+    from mmvmamba.hub import model_index, resolve_config
+
+    models = model_index()
+    assert len(models) == len(_metafile_models())
+    for name, model in models.items():
+        assert Path(model["Config"]).is_file(), name
+        assert resolve_config(name) == model["Config"]
+        assert resolve_config(name.upper()) == model["Config"]  # names are case-insensitive
+        rel = Path(model["Config"]).relative_to(REPO)
+        assert Path(resolve_config(str(rel))).samefile(REPO / rel)
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        resolve_config("no-such-model")

@@ -18,7 +18,12 @@ The same runs from the command line: ``python tools/train.py CONFIG`` then
 about 6-8 minutes on 2 cores.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import json
@@ -72,8 +77,8 @@ def _configure(task: str, data_root: Path, work_dir: Path, iters: int, seed: int
         loader.dataset.data_root = str(data_root)
     if task == "det":
         cfg.test_evaluator.ann_file = str(data_root / "annotations" / "instances_val2017.json")
+    cfg.train_cfg.update(max_iters=iters, val_interval=iters)
     # no validation during training: the test after training is the evaluation
-    cfg.train_cfg = dict(type="IterBasedTrainLoop", max_iters=iters)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None
     cfg.default_hooks.checkpoint.interval = iters
     warmup, main = cfg.param_scheduler
@@ -89,7 +94,6 @@ def run_worker(task: str, data_root: Path, out: Path, iters: int, seed: int) -> 
     import torch
     from mmengine.runner import Runner
 
-    import mmvmamba  # noqa: F401  (registries, checkpoint allow-list)
     from mmvmamba.engine.demo_report import save_prediction_grid
 
     cfg = _configure(task, data_root, out / task, iters, seed)

@@ -1,15 +1,23 @@
 """Train a classifier, detector or segmentor from an OpenMMLab config (mmpretrain/mmdet/mmseg).
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--flush-denormal]
-                          [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+    python tools/train.py CONFIG|MODEL_NAME [--work-dir DIR] [--amp] [--resume [CKPT]]
+                          [--flush-denormal] [--cfg-options k=v ...]
+                          [--launcher {none,pytorch,slurm,mpi}]
     bash tools/dist_train.sh CONFIG NPROC [args]        # torchrun; NCCL on GPUs, gloo on CPUs
 
-The task comes from the config's ``default_scope``. Configuration mistakes (missing file, unknown
-type or argument, missing data) are reported as one ``error:`` line; ``--debug`` shows the
-traceback.
+CONFIG is a file, or a model name of ``model-index.yml`` (``vmamba-tiny_8xb128_in1k``: the
+config installed with the package). The task comes from the config's ``default_scope``.
+Configuration mistakes (missing file, unknown type or argument, missing data) are reported as
+one ``error:`` line; ``--debug`` shows the traceback. Errors raised inside a model, and after
+training has started, keep their traceback.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os
@@ -19,20 +27,18 @@ from mmengine.config import Config, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmvmamba  # noqa: F401  (registries, checkpoint allow-list)
-from mmvmamba.engine.launch import (
-    SetupDoneHook,
-    apply_task_defaults,
-    check_config_file,
-    config_errors,
-    setup_distributed,
-)
+from mmvmamba.engine.errors import SetupDoneHook, config_errors
+from mmvmamba.engine.launcher import LAUNCHERS, setup_distributed
+from mmvmamba.engine.task import apply_task_defaults
+from mmvmamba.hub import resolve_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments, as mmdet/mmseg/mmpretrain's ``tools/train.py``."""
     parser = argparse.ArgumentParser(description="Train a model (classification/det/seg)")
-    parser.add_argument("config", help="train config file path")
+    parser.add_argument(
+        "config", help="config file, or a model name of model-index.yml (vmamba-tiny_8xb128_in1k)"
+    )
     parser.add_argument("--work-dir", help="the dir to save logs and checkpoints")
     parser.add_argument("--amp", action="store_true", help="automatic mixed precision (GPU)")
     parser.add_argument(
@@ -48,7 +54,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override config settings, e.g. train_cfg.max_iters=10 "
         'optim_wrapper.optimizer.lr=1e-4 key="[a,b]"',
     )
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none")
     parser.add_argument(
         "--auto-scale-lr", action="store_true", help="scale the LR by the actual batch size"
     )
@@ -67,7 +73,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_config(args: argparse.Namespace) -> Config:
     """Load the config and merge the command-line settings into it."""
-    check_config_file(args.config)
+    args.config = resolve_config(args.config)
     cfg = Config.fromfile(args.config)
     if args.cfg_options is not None:
         cfg.merge_from_dict(args.cfg_options)

@@ -89,9 +89,8 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + "annotations/instances_val2017.json")
 test_evaluator = val_evaluator
 
-train_cfg = dict(
-    _delete_=True, type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters
-)
+# mmdet's schedules define train_cfg, its models/datasets/runtime bases do not: no _delete_ here
+train_cfg = dict(type="IterBasedTrainLoop", max_iters=max_iters, val_interval=max_iters)
 optim_wrapper = dict(
     type="OptimWrapper",
     optimizer=dict(type="AdamW", lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),

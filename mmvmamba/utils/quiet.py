@@ -20,6 +20,11 @@ KNOWN_NOISE: tuple[tuple[str, type[Warning], str], ...] = (
     # setuptools, on `import pkg_resources` (mmengine.utils.package_utils, mmcv, mmdet, mmseg)
     (r"pkg_resources is deprecated as an API", Warning, ""),
     (r"Deprecated call to `pkg_resources\.declare_namespace", Warning, ""),
+    # mmseg's own code and its ADE20K base config (LoadAnnotations(reduce_zero_label=True))
+    (r"``build_loss`` would be deprecated soon", UserWarning, r"mmseg\."),
+    (r"`reduce_zero_label` will be deprecated", UserWarning, r"mmseg\."),
+    # mmseg's default_runtime: a visualization hook that is off says so on every run
+    (r"The draw is False, it means that the hook for visualization", UserWarning, r"mmseg\."),
 )
 
 

@@ -1,5 +1,6 @@
-"""tools/train.py and tools/test.py: one-line config errors, train -> test, kill -> --resume,
-and an official-format Mask R-CNN checkpoint evaluated with the COCO metric."""
+"""tools/train.py and tools/test.py: one-line config errors (and tracebacks for errors inside a
+model), train -> test, kill -> --resume, and an official-format Mask R-CNN checkpoint evaluated
+with the COCO metric."""
 
 from __future__ import annotations
 
@@ -72,6 +73,41 @@ def test_config_mistakes_give_one_line(train_tool, data, tmp_path, capsys):
     assert f"{tmp_path}/x" in line
     line = _error_line(train_tool, [str(cfg), "--resume", str(tmp_path / "c.pth")] + work, capsys)
     assert "c.pth" in line
+
+
+BROKEN_BACKBONE = """
+from mmseg.registry import MODELS
+from torch import nn
+
+
+@MODELS.register_module(force=True)
+class BrokenBackbone(nn.Module):
+    def __init__(self, fail="runtime", **kwargs):
+        super().__init__()
+        if fail == "runtime":  # a bug inside the model: torch-style RuntimeError
+            raise RuntimeError("shape bug inside the model")
+        if fail != "none":
+            raise ValueError(f"unknown fail={fail!r}; use runtime or none")
+"""
+
+
+def test_runtime_error_inside_a_model_keeps_its_traceback(
+    train_tool, data, tmp_path, capsys, monkeypatch
+):
+    """Only configuration mistakes become one line: a RuntimeError raised while the model is
+    built is a bug to debug, so it keeps its traceback (and a non-2 exit status)."""
+    (tmp_path / "broken_backbone.py").write_text(BROKEN_BACKBONE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    extra = "custom_imports = dict(imports=['mmvmamba', 'broken_backbone'])\n"
+    cfg = write_config(tmp_path / "seg.py", "seg", data["ade"], 2, 2, extra=extra)
+    argv = [str(cfg), "--work-dir", str(tmp_path / "w"), "--cfg-options"]
+    argv.append("model.backbone.type=BrokenBackbone")
+    with pytest.raises(RuntimeError, match="shape bug inside the model"):
+        train_tool.main(argv)
+    assert "error:" not in capsys.readouterr().err
+    # the same model with a bad argument value is a config mistake: one line
+    line = _error_line(train_tool, argv + ["model.backbone.fail=nope"], capsys)
+    assert line.startswith("error: ValueError") and "fail='nope'" in line
 
 
 def test_flush_denormal_option(train_tool):

@@ -1,0 +1,136 @@
+"""Our configs through the frameworks' own doors: mmdet's and mmseg's shipped ``tools/train.py``
+and ``tools/test.py`` (``<package>/.mim/tools``) train and evaluate the demo configs, and
+``DetInferencer`` / ``MMSegInferencer`` give the predictions ``tools/test.py --out`` writes.
+
+Tiny on purpose: 4 training images, 2 validation images, 2 iterations per task.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+mmdet = pytest.importorskip("mmdet")
+mmseg = pytest.importorskip("mmseg")
+pytest.importorskip("pycocotools")
+
+from tool_helpers import load_tool, python, write_config  # noqa: E402
+
+from mmvmamba.datasets import make_ade_demo, make_coco_demo  # noqa: E402
+
+ITERS = 2
+STOCK_TOOLS = {
+    "det": Path(mmdet.__file__).parent / ".mim" / "tools",
+    "seg": Path(mmseg.__file__).parent / ".mim" / "tools",
+}
+
+
+def _run(cmd: list[str], cwd: Path) -> str:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-4000:]
+    return log
+
+
+def _stock_train(task: str, root: Path) -> tuple[Path, Path]:
+    """Data, config and a checkpoint of ``ITERS`` iterations made by the framework's train.py."""
+    if task == "det":
+        data = make_coco_demo(root / "coco", 4, 2, 64, seed=0)
+    else:
+        data = make_ade_demo(root / "ade", 4, 2, 64, seed=1)
+    # two iterations teach the detector little: keep every box, so there are boxes to compare
+    extra = "model = dict(test_cfg=dict(rcnn=dict(score_thr=0.0)))\n" if task == "det" else ""
+    cfg = write_config(root / f"{task}.py", task, data, ITERS, ITERS, extra=extra)
+    work = root / "work"
+    _run([python(), str(STOCK_TOOLS[task] / "train.py"), str(cfg), "--work-dir", str(work)], root)
+    ckpt = work / f"iter_{ITERS}.pth"
+    assert ckpt.is_file()
+    return cfg, ckpt
+
+
+@pytest.fixture(scope="module")
+def det_run(tmp_path_factory):
+    return _stock_train("det", tmp_path_factory.mktemp("det"))
+
+
+@pytest.fixture(scope="module")
+def seg_run(tmp_path_factory):
+    return _stock_train("seg", tmp_path_factory.mktemp("seg"))
+
+
+def _val_images(cfg: Path) -> list[str]:
+    from mmengine.config import Config
+
+    root = Path(Config.fromfile(str(cfg)).test_dataloader.dataset.data_root)
+    return sorted(str(p) for p in root.rglob("*.jpg") if "val" in p.parent.name)
+
+
+@pytest.mark.slow
+def test_stock_mmdet_test_py(det_run, tmp_path):
+    cfg, ckpt = det_run
+    log = _run(
+        [python(), str(STOCK_TOOLS["det"] / "test.py"), str(cfg), str(ckpt), "--work-dir", "t"],
+        tmp_path,
+    )
+    assert "coco/bbox_mAP: " in log and "coco/segm_mAP: " in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_stock_mmseg_test_py(seg_run, tmp_path):
+    cfg, ckpt = seg_run
+    log = _run(
+        [python(), str(STOCK_TOOLS["seg"] / "test.py"), str(cfg), str(ckpt), "--work-dir", "t"],
+        tmp_path,
+    )
+    assert "mIoU: " in log, log[-3000:]
+
+
+@pytest.mark.slow
+def test_det_inferencer_matches_tools_test(det_run, tmp_path):
+    from mmdet.apis import DetInferencer
+
+    cfg, ckpt = det_run
+    out = tmp_path / "preds.pkl"
+    load_tool("test").main(
+        [str(cfg), str(ckpt), "--work-dir", str(tmp_path / "t"), "--out", str(out)]
+        + ["--cfg-options", "test_dataloader.batch_size=1"]
+    )
+    dumped = {Path(r["img_path"]).name: r["pred_instances"] for r in pickle.loads(out.read_bytes())}
+    images = _val_images(cfg)
+    assert sorted(dumped) == sorted(Path(p).name for p in images)
+
+    inferencer = DetInferencer(model=str(cfg), weights=str(ckpt), device="cpu")
+    results = inferencer(images, return_datasamples=True, batch_size=1)["predictions"]
+    for path, sample in zip(images, results):
+        want, got = dumped[Path(path).name], sample.pred_instances
+        assert len(got) == len(want["labels"]) > 0
+        torch.testing.assert_close(got.bboxes, want["bboxes"], rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(got.scores, want["scores"], rtol=1e-5, atol=1e-9)
+        assert torch.equal(got.labels, want["labels"])
+
+
+@pytest.mark.slow
+def test_mmseg_inferencer_matches_tools_test(seg_run, tmp_path):
+    from mmseg.apis import MMSegInferencer
+
+    cfg, ckpt = seg_run
+    out = tmp_path / "pngs"
+    load_tool("test").main(
+        [str(cfg), str(ckpt), "--work-dir", str(tmp_path / "t"), "--out", str(out)]
+    )
+    images = _val_images(cfg)
+    inferencer = MMSegInferencer(model=str(cfg), weights=str(ckpt), device="cpu")
+    predictions = inferencer(images, batch_size=1)["predictions"]
+    for path, pred in zip(images, predictions):
+        written = np.asarray(Image.open(out / (Path(path).stem + ".png")))
+        # the demo sets reduce_zero_label: the PNGs hold class + 1 (0 = unlabelled), as ADE20K
+        assert written.shape == pred.shape
+        np.testing.assert_array_equal(written, pred + 1)
