@@ -208,7 +208,6 @@ class Vim(MambaBackbone):
             for i in range(self.num_layers)
         )
         self.norm_f = RMSNorm(self.embed_dims, eps=norm_eps)
-        self._pos_cache: dict = {}
         self._official_init()
         self._freeze_stages()
 
@@ -273,40 +272,19 @@ class Vim(MambaBackbone):
     def get_pos_embed(self, grid: tuple[int, int]) -> torch.Tensor:
         """Position embedding ``(1, h * w + 1, C)`` for patch grid ``grid = (h, w)``.
 
-        Resized from the stored grid (bicubic, class slot kept in the middle) when needed. The
-        resized tensor is cached per grid while no gradient is recorded (inference); with
-        autograd on it is recomputed so that gradients reach ``pos_embed``.
+        Resized from the stored grid (bicubic, class slot kept in the middle) when the grids
+        differ, so gradients reach ``pos_embed`` through the resize.
 
         Under ``torch.export`` the grid may be symbolic: the resize is traced for any grid (no
-        ``int()``, no comparison with the stored grid, no cache), so the exported graph keeps
-        H and W dynamic. Under ``torch.compile`` nothing is cached either (the cache key holds
-        a data pointer, which dynamo cannot trace). The values are the same in all cases.
+        ``int()``, no comparison with the stored grid), so the exported graph keeps H and W
+        dynamic; at the stored grid it returns ``pos_embed``'s values exactly.
         """
         if torch.compiler.is_exporting():
             return resize_middle_cls(self.pos_embed, self.patch_grid, grid)
         grid = (int(grid[0]), int(grid[1]))
         if grid == self.patch_grid:
             return self.pos_embed
-        if torch.compiler.is_compiling() or (
-            torch.is_grad_enabled() and self.pos_embed.requires_grad
-        ):
-            return resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
-        key = (
-            grid,
-            self.pos_embed._version,
-            self.pos_embed.data_ptr(),
-            self.pos_embed.dtype,
-            self.pos_embed.device,
-        )
-        cached = self._pos_cache.get(grid)
-        if cached is None or cached[0] != key:
-            if len(self._pos_cache) >= 8:
-                self._pos_cache.clear()
-            with torch.no_grad():
-                value = resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
-            self._pos_cache[grid] = (key, value)
-            return value
-        return cached[1]
+        return resize_vim_pos_embed(self.pos_embed, self.patch_grid, grid)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Images ``(B, in_channels, H, W)`` -> tuple of features, one per ``out_indices``."""
