@@ -11,7 +11,12 @@ same features. ``--query`` is (row, col) as fractions of the map (0..1) or, if i
 patch indices. Writes ``activation_map.png``, ``activation_map.csv`` and ``activation_map.npz``.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os

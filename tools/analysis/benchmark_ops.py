@@ -25,7 +25,12 @@ Writes ``benchmark_ops.csv`` and ``benchmark_ops.png`` to ``--out-dir``. Example
     python tools/analysis/benchmark_ops.py --quick          # seconds, smoke test
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import csv

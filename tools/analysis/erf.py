@@ -11,7 +11,12 @@ init). Writes ``erf.png`` (log-scale maps), ``erf.csv`` (locality statistics) an
 map per model into ``--out-dir``.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os

@@ -13,7 +13,12 @@ mmdet's / mmseg's own ``get_flops`` do. Prints a table, writes ``flops.csv`` (on
 and shape) and ``flops.png`` (GFLOPs against the input side) into ``--out-dir``.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os

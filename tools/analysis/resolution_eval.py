@@ -8,7 +8,12 @@ The test pipeline is rescaled per size (resize and crop keep their 256/224 ratio
 ``resolution_eval.csv`` and ``resolution_eval.png`` (top-1 vs size) into ``--out-dir``.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os

@@ -11,7 +11,12 @@ A check prints a summary and exits 0, or prints the missing file and the expecte
 exits 1.
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import sys

@@ -13,7 +13,12 @@ logits (classifier) or ``feat0..featN`` (backbone). Batch, H and W are dynamic a
 by more than ``--atol`` (+ the same relative tolerance).
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import sys
