@@ -33,11 +33,5 @@ GPU_CHECK_ARGS ?=
 
 .PHONY: gpu-check
 gpu-check:
-	@set -e; pp="$${PYTHONPATH:-}"; \
-	if ls .whl/*.whl >/dev/null 2>&1; then \
-	  $(GPU_CHECK_PY) -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-	    --upgrade --target $(GPU_CHECK_SITE) .whl/*.whl; \
-	  pp="$(GPU_CHECK_SITE)$${pp:+:$$pp}"; \
-	fi; \
-	PYTHONPATH="$$pp" PYTHONUNBUFFERED=1 $(GPU_CHECK_PY) tools/gpu_check/run.py \
-	  --out $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)
+	GPU_CHECK_PY=$(GPU_CHECK_PY) GPU_CHECK_SITE=$(GPU_CHECK_SITE) \
+	  bash tools/gpu_check/gpu_check.sh $(GPU_CHECK_OUT) $(GPU_CHECK_ARGS)

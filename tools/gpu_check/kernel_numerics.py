@@ -6,7 +6,7 @@ A, D and delta_bias in float32, as under autocast), compared with
 norm-wise relative, ``||got - ref|| / ||ref||``, per output and per gradient; the worst one per
 row is checked against the dtype's tolerance. Cross-scan / cross-merge for every pattern and
 both layouts: the scan must equal the reference exactly, the merge and both backwards within a
-few ulps of the dtype.
+few ulps of the dtype. Last, two backward passes of the scan must give bitwise-equal gradients.
 """
 
 from __future__ import annotations
@@ -132,6 +132,23 @@ def check_scan(ctx: Context, shape: tuple, dtypes) -> None:
         )
 
 
+def check_determinism(ctx: Context, shape: tuple) -> None:
+    """Two backward passes of the compiled kernels give bitwise-equal gradients."""
+    name, batch, dim, groups, n, length, with_z, last = shape
+    base = _base_inputs(batch, dim, groups, n, length, with_z, ctx.device)
+    inputs = {k: None if v is None else v.float() for k, v in base.items()}
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(batch, dim, length, generator=g, dtype=torch.float64).to(ctx.device)]
+
+    def twice():
+        first = _scan_and_grads(inputs, "triton", False, weights)[1]
+        second = _scan_and_grads(inputs, "triton", False, weights)[1]
+        differ = [k for k in first if not torch.equal(first[k], second[k])]
+        return {"differing_grads": ", ".join(differ), "status": FAIL if differ else PASS}
+
+    ctx.guarded(f"determinism {name}", twice, dtype="float32")
+
+
 def check_cross(ctx: Context, sizes, dtypes) -> None:
     for channel_first in (True, False):
         for dtype in dtypes:
@@ -196,3 +213,5 @@ def run(ctx: Context) -> None:
             traceback.print_exc()
             ctx.add(item=f"selective_scan {shape[0]}", status=FAIL, error=f"reference: {exc}")
     check_cross(ctx, DRY_CROSS if ctx.dry_run else FULL_CROSS, dtypes)
+    if not out_of_time(ctx, 5, "determinism"):
+        check_determinism(ctx, (DRY_SCANS if ctx.dry_run else FULL_SCANS)[0])

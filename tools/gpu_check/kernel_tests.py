@@ -23,15 +23,21 @@ from .report import FAIL
 
 # test folders whose files may switch to CUDA tensors when a GPU is there
 CUDA_AWARE_DIRS = ("test_ops", "test_robustness")
+# Triton test files that need no card: what they check is the same with or without one
+CPU_ONLY = {
+    "test_triton_aot.py": "ahead-of-time compile with the wheel's ptxas (no GPU, no driver)",
+    "test_triton_determinism.py": "source check and interpreter runs (kernel_numerics checks "
+    "the compiled backward's determinism on the card)",
+}
 XDIST_WORKERS = 4
 
 
 def gpu_test_files(repo: Path) -> list[Path]:
-    """The test files that exercise the kernels on a GPU: Triton ones by name, and those of
-    :data:`CUDA_AWARE_DIRS` that ask ``torch.cuda.is_available()`` (found anew each run, so new
-    tests count)."""
+    """The test files that exercise the kernels on a GPU: Triton ones by name (less
+    :data:`CPU_ONLY`), and those of :data:`CUDA_AWARE_DIRS` that ask
+    ``torch.cuda.is_available()`` (found anew each run, so new tests count)."""
     tests = repo / "tests"
-    by_name = set(tests.rglob("test_*triton*.py"))
+    by_name = {p for p in tests.rglob("test_*triton*.py") if p.name not in CPU_ONLY}
     cuda_aware = {
         path
         for folder in CUDA_AWARE_DIRS

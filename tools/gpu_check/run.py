@@ -201,6 +201,7 @@ def main(argv=None) -> int:
     log_path = args.out / "log.txt"
     deadline = time.monotonic() + total
     results: list[dict] = []
+    tails: list[str] = []  # the end of each failed section's log, repeated at the very end
     header: dict = {}
     device = resolve_device(args.device)
     log_path.write_text("")
@@ -223,7 +224,8 @@ def main(argv=None) -> int:
             print(f"{line}  {result['note']}"[:300], flush=True)
             if result["status"] == report.FAIL:
                 log.flush()
-                print(_log_tail(log_path, offset), flush=True)
+                tails.append(f"----- {name}: {result['note']}\n{_log_tail(log_path, offset)}")
+                print(tails[-1], flush=True)
             if name == "env" and result["status"] == report.FAIL and not args.dry_run:
                 print("[gpu-check] the environment is broken: later sections not run", flush=True)
                 break
@@ -231,6 +233,9 @@ def main(argv=None) -> int:
     paths = report.write_outputs(args.out, header, results)
     _plot(args.out, header, results)
     print(report.render_markdown(header, results), flush=True)
+    for tail in tails:  # last, so the end of the console output shows what went wrong
+        lines = tail.splitlines()
+        print("\n".join(lines[:1] + lines[-20:]), flush=True)
     print(f"[gpu-check] wrote {', '.join(str(p) for p in paths.values())} and {log_path}")
     return report.exit_status(results)
 
