@@ -1,6 +1,7 @@
 """Our configs through the frameworks' own doors: mmdet's and mmseg's shipped ``tools/train.py``
-and ``tools/test.py`` (``<package>/.mim/tools``) train and evaluate the demo configs, and
-``DetInferencer`` / ``MMSegInferencer`` give the predictions ``tools/test.py --out`` writes.
+and ``tools/test.py`` (``<package>/.mim/tools``) train and evaluate the demo configs, mmpretrain's
+train and evaluate a classification config, and ``DetInferencer`` / ``MMSegInferencer`` give the
+predictions ``tools/test.py --out`` writes.
 
 Tiny on purpose: 4 training images, 2 validation images, 2 iterations per task.
 """
@@ -19,17 +20,20 @@ from PIL import Image
 
 mmdet = pytest.importorskip("mmdet")
 mmseg = pytest.importorskip("mmseg")
+mmpretrain = pytest.importorskip("mmpretrain")
 pytest.importorskip("pycocotools")
 
 from tool_helpers import load_tool, python, write_config  # noqa: E402
 
-from mmvmamba.datasets import make_ade_demo, make_coco_demo  # noqa: E402
+from mmvmamba.datasets import make_ade_demo, make_coco_demo, make_imagenet_demo  # noqa: E402
 
 ITERS = 2
 STOCK_TOOLS = {
     "det": Path(mmdet.__file__).parent / ".mim" / "tools",
     "seg": Path(mmseg.__file__).parent / ".mim" / "tools",
+    "cls": Path(mmpretrain.__file__).parent / ".mim" / "tools",
 }
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _run(cmd: list[str], cwd: Path) -> str:
@@ -134,3 +138,28 @@ def test_mmseg_inferencer_matches_tools_test(seg_run, tmp_path):
         # the demo sets reduce_zero_label: the PNGs hold class + 1 (0 = unlabelled), as ADE20K
         assert written.shape == pred.shape
         np.testing.assert_array_equal(written, pred + 1)
+
+
+@pytest.mark.slow
+def test_stock_mmpretrain_train_and_test_py(tmp_path):
+    """Vim-Ti's ImageNet recipe (EMA, Mixup/CutMix, repeated augmentation) for one epoch of
+    2 iterations on an ImageNet-layout folder, then the framework's test.py on its checkpoint."""
+    data = make_imagenet_demo(tmp_path / "imagenet", 4, 2, 64, seed=2)
+    options = [
+        "train_cfg.max_epochs=1",
+        "train_cfg.val_interval=2",
+        "train_dataloader.batch_size=2",
+    ]
+    options += ["param_scheduler.0.end=1", "param_scheduler.1.begin=1"]
+    for loader in ("train_dataloader", "val_dataloader", "test_dataloader"):
+        options += [f"{loader}.dataset.data_root={data}", f"{loader}.num_workers=0"]
+        options += [f"{loader}.persistent_workers=False"]
+    cfg = str(REPO / "configs" / "classification" / "vim-tiny_8xb128_in1k.py")
+    tools = STOCK_TOOLS["cls"]
+    log = _run([python(), str(tools / "train.py"), cfg, "--work-dir", "w", "--cfg-options"]
+               + options, tmp_path)  # fmt: skip
+    assert "Epoch(train) [1][2/2]" in log, log[-3000:]
+    ckpt = tmp_path / "w" / "epoch_1.pth"
+    log = _run([python(), str(tools / "test.py"), cfg, str(ckpt), "--work-dir", "t",
+                "--cfg-options"] + options, tmp_path)  # fmt: skip
+    assert "accuracy/top1: " in log, log[-3000:]
