@@ -1,7 +1,8 @@
 """Evaluate a checkpoint of a classifier, detector or segmentor (mmpretrain/mmdet/mmseg config).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE] [--show-dir DIR]
-                         [--tta] [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+                         [--tta] [--fuse] [--cfg-options k=v ...]
+                         [--launcher {none,pytorch,slurm,mpi}]
     bash tools/dist_test.sh CONFIG CHECKPOINT NPROC [args]
 
 Checkpoints of our own runs and the official VMamba detection/segmentation releases load as they
@@ -9,10 +10,16 @@ are; a checkpoint whose keys do not match the model is refused with the list of 
 (``--non-strict`` loads the matching ones). ``--out``: detection/classification dump predictions
 to a ``.pkl``; segmentation writes prediction PNGs to that folder. ``--tta``: multi-scale + flip
 for segmentation (the paper's "MS"), flip for classification; detection needs
-``tta_model``/``tta_pipeline`` in the config.
+``tta_model``/``tta_pipeline`` in the config. ``--fuse``: on the CPU, test with VMamba's blocks
+fused for inference (:func:`mmvmamba.deployment.fuse_for_cpu`; same parameters and numbers).
 """
 
+# ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
+
+from mmvmamba.utils import quiet_known_warnings
+
+quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
 import argparse
 import os
@@ -23,33 +30,36 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-import mmvmamba  # noqa: F401  (registries, checkpoint allow-list)
+from mmvmamba.engine.errors import SetupDoneHook, config_errors
 from mmvmamba.engine.hooks import CheckpointKeysHook
-from mmvmamba.engine.launch import (
-    SetupDoneHook,
-    apply_task_defaults,
-    check_config_file,
-    config_errors,
-    setup_distributed,
-)
+from mmvmamba.engine.launcher import LAUNCHERS, setup_distributed
+from mmvmamba.engine.task import apply_task_defaults
+from mmvmamba.hub import resolve_config
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line arguments, as mmdet/mmseg/mmpretrain's ``tools/test.py``."""
     parser = argparse.ArgumentParser(description="Test (and evaluate) a checkpoint")
-    parser.add_argument("config", help="test config file path")
+    parser.add_argument(
+        "config", help="config file, or a model name of model-index.yml (vmamba-tiny_8xb128_in1k)"
+    )
     parser.add_argument("checkpoint", help="checkpoint file (path or URL)")
     parser.add_argument("--work-dir", help="the dir to save the metrics")
     parser.add_argument("--out", help="det/cls: .pkl of predictions; seg: folder of PNGs")
     parser.add_argument("--show-dir", help="save images with predictions drawn in this dir")
     parser.add_argument("--tta", action="store_true", help="test-time augmentation")
     parser.add_argument(
+        "--fuse",
+        action="store_true",
+        help="CPU only: fuse VMamba's blocks for inference (mmvmamba.deployment.fuse_for_cpu)",
+    )
+    parser.add_argument(
         "--cfg-options",
         nargs="+",
         action=DictAction,
         help="override config settings, e.g. test_dataloader.batch_size=2",
     )
-    parser.add_argument("--launcher", choices=["none", "pytorch", "slurm", "mpi"], default="none")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="none")
     parser.add_argument(
         "--non-strict",
         action="store_true",
@@ -104,9 +114,23 @@ def _enable_tta(cfg: Config, task: str) -> None:
     dataset.pipeline = cfg.tta_pipeline
 
 
+def fuse_model_for_cpu(runner: Runner) -> None:
+    """``--fuse``: swap the fused CPU inference blocks into the runner's model. They hold the
+    model's own parameters, so the checkpoint loads into them as into the plain model."""
+    from mmvmamba.deployment import fuse_for_cpu
+
+    device = next(runner.model.parameters()).device
+    if device.type != "cpu":
+        raise ValueError(
+            f"--fuse is for CPU inference, but the model is on {device}; drop --fuse, or test "
+            "on the CPU (CUDA_VISIBLE_DEVICES='')"
+        )
+    fuse_for_cpu(runner.model.eval())
+
+
 def build_config(args: argparse.Namespace) -> tuple[Config, str]:
     """Load the config, merge the command-line settings; return it and its task."""
-    check_config_file(args.config)
+    args.config = resolve_config(args.config)
     is_url = args.checkpoint.startswith(("http://", "https://"))
     if not is_url and not osp.isfile(args.checkpoint):
         raise FileNotFoundError(f"checkpoint {args.checkpoint!r} does not exist")
@@ -141,6 +165,8 @@ def main(argv: list[str] | None = None) -> dict:
         runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
         runner.register_hook(setup_hook)
         runner.register_hook(CheckpointKeysHook(strict=not args.non_strict))
+        if args.fuse:
+            fuse_model_for_cpu(runner)
         if args.out is not None and task != "segmentation":
             if task == "detection":
                 from mmdet.evaluation import DumpDetResults as Dump
