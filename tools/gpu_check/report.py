@@ -116,11 +116,11 @@ def render_markdown(header: dict, results: Sequence[dict]) -> str:
 
 
 def row_groups(rows: Sequence[dict]) -> list[list[dict]]:
-    """Rows split into tables by the first word of their ``item`` (first-seen order), so a
-    section that mixes kinds of rows prints one compact table per kind."""
-    groups: dict[str, list[dict]] = {}
+    """Rows split into tables by their fields (``status`` and ``error`` aside), in first-seen
+    order, so a section that mixes kinds of rows prints one compact table per kind."""
+    groups: dict[frozenset, list[dict]] = {}
     for row in rows:
-        groups.setdefault(str(row.get("item", "")).split(" ")[0], []).append(row)
+        groups.setdefault(frozenset(row) - {"status", "error"}, []).append(row)
     return list(groups.values())
 
 
