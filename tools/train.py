@@ -15,7 +15,7 @@ training has started, keep their traceback.
 # ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())
 from __future__ import annotations
 
-from mmvmamba.utils import quiet_known_warnings
+from mmvmamba.utils import quiet_known_log_records, quiet_known_warnings
 
 quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
 
@@ -121,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = build_config(args)
         set_flush_denormal(args.flush_denormal)
         runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+        quiet_known_log_records(runner.logger)
         runner.register_hook(setup_hook)
         runner.train()
 

@@ -4,13 +4,16 @@ mmengine checks installed packages through ``pkg_resources``, whose import (repe
 check) warns that ``pkg_resources is deprecated``; that and the other notes listed in
 :data:`KNOWN_NOISE` say nothing to a user of our tools. Each filter names one message (and the
 module it comes from where that is stable), so any other warning still reaches the user.
-This module imports only the standard library, so a tool can call
-:func:`quiet_known_warnings` before it imports a framework.
+mmengine's own deprecation notes go through its logger instead (:data:`KNOWN_LOG_NOISE`,
+:func:`quiet_known_log_records`). This module imports only the standard library, so a tool can
+call :func:`quiet_known_warnings` before it imports a framework.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 import warnings
 from collections.abc import Iterator
 
@@ -51,3 +54,27 @@ def known_warnings_quieted() -> Iterator[None]:
     with warnings.catch_warnings():
         _install()
         yield
+
+
+# mmengine 0.10.7's CheckpointHook asks for a FileClient at the start of every training run and
+# logs these two deprecation notes about its own API
+KNOWN_LOG_NOISE: tuple[str, ...] = (
+    r'"FileClient" will be deprecated in future',
+    r'"HardDiskBackend" is the alias of "LocalBackend"',
+)
+
+
+class _KnownLogNoise(logging.Filter):
+    pattern = re.compile("|".join(KNOWN_LOG_NOISE))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.pattern.search(record.getMessage())
+
+
+def quiet_known_log_records(logger: logging.Logger) -> None:
+    """Drop the records of :data:`KNOWN_LOG_NOISE` from ``logger`` (a runner's ``MMLogger``).
+
+    Idempotent; other records, warnings included, pass unchanged.
+    """
+    if not any(isinstance(f, _KnownLogNoise) for f in logger.filters):
+        logger.addFilter(_KnownLogNoise())

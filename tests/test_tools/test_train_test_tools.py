@@ -125,10 +125,13 @@ def test_flush_denormal_option(train_tool):
     assert (tiny * 1.0).item() > 0
 
 
-def test_train_then_test_segmentation(train_tool, test_tool, data, tmp_path):
+def test_train_then_test_segmentation(train_tool, test_tool, data, tmp_path, capsys):
     cfg = write_config(tmp_path / "seg.py", "seg", data["ade"], max_iters=4, ckpt_interval=4)
     work = tmp_path / "work"
     train_tool.main([str(cfg), "--work-dir", str(work)])
+    log = capsys.readouterr()
+    assert "Iter(train) [4/4]" in log.out
+    assert "FileClient" not in log.out + log.err  # mmengine's note about its own API
     ckpt = work / "iter_4.pth"
     assert ckpt.exists()
     assert (work / "last_checkpoint").read_text().strip().endswith("iter_4.pth")
