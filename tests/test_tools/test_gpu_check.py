@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.append(str(REPO / "tools"))  # tools/gpu_check is the package gpu_check
 
 from gpu_check import kernel_tests, report  # noqa: E402
 from gpu_check import run as gpu_run  # noqa: E402
