@@ -77,23 +77,29 @@ def _val_images(cfg: Path) -> list[str]:
     return sorted(str(p) for p in root.rglob("*.jpg") if "val" in p.parent.name)
 
 
+def _stock_test_py(task: str, run: tuple[Path, Path], cwd: Path) -> str:
+    cfg, ckpt = run
+    tool = STOCK_TOOLS[task] / "test.py"
+    return _run([python(), str(tool), str(cfg), str(ckpt), "--work-dir", "t"], cwd)
+
+
+def _our_test_py(run: tuple[Path, Path], out: Path, *options: str) -> None:
+    """``tools/test.py CONFIG CHECKPOINT --out OUT``, one image per batch (as the inferencers)."""
+    cfg, ckpt = run
+    work = out.parent / "t"
+    argv = [str(cfg), str(ckpt), "--work-dir", str(work), "--out", str(out), *options]
+    load_tool("test").main(argv + ["--cfg-options", "test_dataloader.batch_size=1"])
+
+
 @pytest.mark.slow
 def test_stock_mmdet_test_py(det_run, tmp_path):
-    cfg, ckpt = det_run
-    log = _run(
-        [python(), str(STOCK_TOOLS["det"] / "test.py"), str(cfg), str(ckpt), "--work-dir", "t"],
-        tmp_path,
-    )
+    log = _stock_test_py("det", det_run, tmp_path)
     assert "coco/bbox_mAP: " in log and "coco/segm_mAP: " in log, log[-3000:]
 
 
 @pytest.mark.slow
 def test_stock_mmseg_test_py(seg_run, tmp_path):
-    cfg, ckpt = seg_run
-    log = _run(
-        [python(), str(STOCK_TOOLS["seg"] / "test.py"), str(cfg), str(ckpt), "--work-dir", "t"],
-        tmp_path,
-    )
+    log = _stock_test_py("seg", seg_run, tmp_path)
     assert "mIoU: " in log, log[-3000:]
 
 
@@ -103,10 +109,7 @@ def test_det_inferencer_matches_tools_test(det_run, tmp_path):
 
     cfg, ckpt = det_run
     out = tmp_path / "preds.pkl"
-    load_tool("test").main(
-        [str(cfg), str(ckpt), "--work-dir", str(tmp_path / "t"), "--out", str(out)]
-        + ["--cfg-options", "test_dataloader.batch_size=1"]
-    )
+    _our_test_py(det_run, out)
     dumped = {Path(r["img_path"]).name: r["pred_instances"] for r in pickle.loads(out.read_bytes())}
     images = _val_images(cfg)
     assert sorted(dumped) == sorted(Path(p).name for p in images)
@@ -127,9 +130,7 @@ def test_mmseg_inferencer_matches_tools_test(seg_run, tmp_path):
 
     cfg, ckpt = seg_run
     out = tmp_path / "pngs"
-    load_tool("test").main(
-        [str(cfg), str(ckpt), "--work-dir", str(tmp_path / "t"), "--out", str(out)]
-    )
+    _our_test_py(seg_run, out)
     images = _val_images(cfg)
     inferencer = MMSegInferencer(model=str(cfg), weights=str(ckpt), device="cpu")
     predictions = inferencer(images, batch_size=1)["predictions"]
