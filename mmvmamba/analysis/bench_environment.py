@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+import vmamba_ops
+
 if TYPE_CHECKING:
     from .benchmark import BenchSettings
 
@@ -40,9 +42,10 @@ def _cpu_model() -> str:
 def environment(settings: BenchSettings) -> dict:
     """What a benchmark's numbers depend on besides the models: versions, the device, threads,
     precision, whether CPU inference ran fused (:func:`mmvmamba.deployment.fuse_for_cpu`), the
-    backend switches (TF32, cuDNN, oneDNN), and the environment variables that change the
-    allocator or the kernels. Printed and saved beside the results so that a
-    number can be reproduced (or a difference explained)."""
+    selective-scan backend setting (:func:`vmamba_ops.get_backend`), the backend switches
+    (TF32, cuDNN, oneDNN), and the environment variables that change the allocator or the
+    kernels. Printed and saved beside the results so that a number can be reproduced (or a
+    difference explained)."""
     import mmvmamba
 
     env = dict(
@@ -57,6 +60,7 @@ def environment(settings: BenchSettings) -> dict:
         repeats=settings.repeats,
         allocator=settings.allocator,
         cpu_fusion=settings.device == "cpu" and settings.fuse,
+        scan_backend=vmamba_ops.get_backend(settings.device),
         precision="float16 autocast" if settings.device == "cuda" and settings.amp else "float32",
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
         tf32_cudnn=torch.backends.cudnn.allow_tf32,
