@@ -14,10 +14,12 @@ R = ``dt_rank``, K = 4 scan routes, L = H * W)::
       -> cross_scan                        (B, K, Di, L)     route k is a 1D sequence
       -> x_proj_weight[k] (Di -> R+2N)     dt (B, K, R, L), B/C (B, K, N, L) (one per route)
       -> dt_projs_weight[k] (R -> Di)      delta (B, K*Di, L)
-      -> selective_scan(u, delta, A, B, C, D, delta_bias, softplus)   (B, K*Di, L)
+      -> scan_fn(u, delta, A, B, C, D, delta_bias, softplus)          (B, K*Di, L)
       -> cross_merge (sum of the routes)   (B, Di, H, W)
       -> out_norm                          (B, Di, H, W)     ['v0': y = y * z]
       -> out_proj (1x1)                    (B, d_model, H, W)
+
+``scan_fn`` is :func:`vmamba_ops.selective_scan` (an attribute, so analysis tools can swap it).
 
 Forward types: ``'v05_noz'`` (the released v2 models, no gate) and ``'v0'`` (the first
 release: gated by ``SiLU(z)``, d_state 16). The paper's ablations are options: the scan pattern,
