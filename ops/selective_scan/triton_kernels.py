@@ -49,42 +49,63 @@ def _load_dt(
     return dt, pre
 
 
-@triton.jit(do_not_specialize=["L", "dim", "dg", "n_dblk", "N"])
-def _fwd_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
-    y_ptr,
-    last_ptr,
-    L,
-    dim,
-    dg,
-    n_dblk,
-    N,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_L: tl.constexpr,
-):
+@triton.jit
+def _program(L, dim, dg, n_dblk, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """This program's batch element, group, channel block, channel / state offsets and masks,
+    and the int64 row offsets of its channels in (batch, dim, L) and of its group's B / C rows
+    in (batch, G, N, L)."""
     pid = tl.program_id(0)
     pid_b = tl.program_id(1).to(tl.int64)
     grp = pid // n_dblk
-    offs_dg = (pid % n_dblk) * BLOCK_D + tl.arange(0, BLOCK_D)  # channel inside the group
+    dblk = pid % n_dblk
+    offs_dg = dblk * BLOCK_D + tl.arange(0, BLOCK_D)  # channel inside the group
     offs_d = grp * dg + offs_dg
-    mask_d = offs_dg < dg
     offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
-    G = dim // dg
-    row_off = (pid_b * dim + offs_d) * L  # (BLOCK_D,) int64
-    bc_off = ((pid_b * G + grp) * N + offs_n) * L  # (BLOCK_N,)
+    row_off = (pid_b * dim + offs_d) * L  # (BLOCK_D,)
+    bc_off = ((pid_b * (dim // dg) + grp) * N + offs_n) * L  # (BLOCK_N,)
+    return pid_b, grp, dblk, offs_d, offs_dg < dg, offs_n, offs_n < N, row_off, bc_off
+
+
+@triton.jit
+def _tile_masks(offs_l, L, mask_d, mask_n):
+    """(BLOCK_D, BLOCK_L) and (BLOCK_N, BLOCK_L) masks of the tile at positions offs_l."""
+    mask_l = offs_l < L
+    return mask_d[:, None] & mask_l[None, :], mask_n[:, None] & mask_l[None, :]
+
+
+@triton.jit
+def _tile_scan(
+    u_ptr, delta_ptr, B_ptr, bias_ptr, A, h, row_off, bc_off, offs_d, offs_l, mask_dl, mask_nl,
+    mask_d, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+):  # fmt: skip
+    """States of one tile: hh (BLOCK_D, BLOCK_N, BLOCK_L) from the state h before it; also
+    returns the tile's dt, softplus input, u, B (float32) and inputs x = dt u B."""
+    dt, pre = _load_dt(
+        delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
+    )
+    u = tl.load(u_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
+    u = u.to(tl.float32)
+    Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
+    Bt = Bt.to(tl.float32)
+    decay = tl.exp(dt[:, None, :] * A[:, :, None])  # (D, N, L); 1 on padded steps
+    x = (dt * u)[:, None, :] * Bt[None, :, :]
+    acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
+    hh += acc_a * h[:, :, None]
+    return hh, dt, pre, u, Bt, x
+
+
+@triton.jit(do_not_specialize=["L", "dim", "dg", "n_dblk", "N"])
+def _fwd_kernel(
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,  # inputs
+    y_ptr, last_ptr,  # outputs
+    L, dim, dg, n_dblk, N,  # sizes
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr,  # options
+    HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,  # blocks
+):  # fmt: skip
+    pid_b, grp, _dblk, offs_d, mask_d, offs_n, mask_n, row_off, bc_off = _program(
+        L, dim, dg, n_dblk, N, BLOCK_D, BLOCK_N
+    )
     A = tl.load(
         A_ptr + offs_d[:, None] * N + offs_n[None, :],
         mask=mask_d[:, None] & mask_n[None, :],
@@ -96,20 +117,12 @@ def _fwd_kernel(
     lane = tl.arange(0, BLOCK_L)
     for l0 in range(0, L, BLOCK_L):
         offs_l = l0 + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        dt, _ = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        u = tl.load(u_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-        u = u.to(tl.float32)
-        Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
+        mask_dl, mask_nl = _tile_masks(offs_l, L, mask_d, mask_n)
+        hh, dt, _pre, u, _Bt, _x = _tile_scan(
+            u_ptr, delta_ptr, B_ptr, bias_ptr, A, h, row_off, bc_off, offs_d, offs_l, mask_dl,
+            mask_nl, mask_d, HAS_BIAS, SOFTPLUS,
+        )  # fmt: skip
         Ct = tl.load(C_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])  # (D, N, L); 1 on padded steps
-        x = (dt * u)[:, None, :] * Bt.to(tl.float32)[None, :, :]
-        acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
-        hh += acc_a * h[:, :, None]
         y = tl.sum(hh * Ct.to(tl.float32)[None, :, :], axis=1)  # (D, L)
         if HAS_D:
             y += Dv[:, None] * u
@@ -131,53 +144,20 @@ def _fwd_kernel(
 
 @triton.jit(do_not_specialize=["L", "dim", "dg", "n_dblk", "N", "n_chunks"])
 def _bwd_kernel(
-    u_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    z_ptr,
-    bias_ptr,
-    dy_ptr,
-    dlast_ptr,
-    starts_ptr,
-    du_ptr,
-    ddelta_ptr,
-    dz_ptr,
-    dA_ptr,
-    dB_ptr,
-    dC_ptr,
-    dD_ptr,
-    dbias_ptr,
-    L,
-    dim,
-    dg,
-    n_dblk,
-    N,
-    n_chunks,
-    HAS_D: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr,
-    BLOCK_D: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    BLOCK_L: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    pid_b = tl.program_id(1).to(tl.int64)
-    grp = pid // n_dblk
-    dblk = pid % n_dblk
-    offs_dg = dblk * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_d = grp * dg + offs_dg
-    mask_d = offs_dg < dg
-    offs_n = tl.arange(0, BLOCK_N)
-    mask_n = offs_n < N
+    u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,  # inputs
+    dy_ptr, dlast_ptr, starts_ptr,  # output gradient, last-state gradient, tile-start states
+    du_ptr, ddelta_ptr, dz_ptr,  # input gradients
+    dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr,  # per-program partial sums
+    L, dim, dg, n_dblk, N, n_chunks,  # sizes
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,  # options
+    SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_L: tl.constexpr,  # blocks
+):  # fmt: skip
+    pid_b, grp, dblk, offs_d, mask_d, offs_n, mask_n, row_off, bc_off = _program(
+        L, dim, dg, n_dblk, N, BLOCK_D, BLOCK_N
+    )
     mask_dn = mask_d[:, None] & mask_n[None, :]
     G = dim // dg
-    row_off = (pid_b * dim + offs_d) * L
-    bc_off = ((pid_b * G + grp) * N + offs_n) * L
     # partial dB / dC of this program: (batch, dim // BLOCK_D-ish programs, N, L)
     part_off = (((pid_b * G + grp) * n_dblk + dblk) * N + offs_n) * L
     dn_off = (pid_b * dim + offs_d)[:, None] * N + offs_n[None, :]
@@ -193,18 +173,11 @@ def _bwd_kernel(
     for c in range(0, n_chunks):
         tl.store(starts_ptr + start_off + c * N, h, mask=mask_dn)
         offs_l = c * BLOCK_L + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
-        dt, _ = _load_dt(
-            delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
-        )
-        u = tl.load(u_ptr + row_off[:, None] + offs_l[None, :], mask=mask_dl, other=0.0)
-        Bt = tl.load(B_ptr + bc_off[:, None] + offs_l[None, :], mask=mask_nl, other=0.0)
-        decay = tl.exp(dt[:, None, :] * A[:, :, None])
-        x = (dt * u.to(tl.float32))[:, None, :] * Bt.to(tl.float32)[None, :, :]
-        acc_a, hh = tl.associative_scan((decay, x), 2, _combine)
-        hh += acc_a * h[:, :, None]
+        mask_dl, mask_nl = _tile_masks(offs_l, L, mask_d, mask_n)
+        hh, _dt, _pre, _u, _Bt, _x = _tile_scan(
+            u_ptr, delta_ptr, B_ptr, bias_ptr, A, h, row_off, bc_off, offs_d, offs_l, mask_dl,
+            mask_nl, mask_d, HAS_BIAS, SOFTPLUS,
+        )  # fmt: skip
         h = tl.sum(tl.where(lane[None, None, :] == BLOCK_L - 1, hh, 0.0), axis=2)
 
     # sweep 2: chunks backwards, adjoint state g carried from the next chunk
@@ -218,9 +191,7 @@ def _bwd_kernel(
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
         offs_l = c * BLOCK_L + lane
-        mask_l = offs_l < L
-        mask_dl = mask_d[:, None] & mask_l[None, :]
-        mask_nl = mask_n[:, None] & mask_l[None, :]
+        mask_dl, mask_nl = _tile_masks(offs_l, L, mask_d, mask_n)
         tile = row_off[:, None] + offs_l[None, :]
         dt, pre = _load_dt(
             delta_ptr, bias_ptr, row_off, offs_d, offs_l, mask_dl, mask_d, HAS_BIAS, SOFTPLUS
@@ -236,6 +207,7 @@ def _bwd_kernel(
         Ct = Ct.to(tl.float32)
         dy = tl.load(dy_ptr + tile, mask=mask_dl, other=0.0).to(tl.float32)
         h0 = tl.load(starts_ptr + start_off + c * N, mask=mask_dn, other=0.0)
+        # the tile's states again (from its start state h0), keeping dt u and x for the adjoint
         decay = tl.exp(dt[:, None, :] * A[:, :, None])
         dtu = dt * u
         x = dtu[:, None, :] * Bt[None, :, :]
