@@ -10,6 +10,8 @@ import torch
 
 import vmamba_ops
 
+from ..models.layers.cpu_fusion import onednn_fusion_available
+
 if TYPE_CHECKING:
     from .benchmark import BenchSettings
 
@@ -59,7 +61,7 @@ def environment(settings: BenchSettings) -> dict:
         warmup=settings.warmup,
         repeats=settings.repeats,
         allocator=settings.allocator,
-        cpu_fusion=settings.device == "cpu" and settings.fuse,
+        cpu_fusion=settings.device == "cpu" and settings.fuse and onednn_fusion_available(),
         scan_backend=vmamba_ops.get_backend(settings.device),
         precision="float16 autocast" if settings.device == "cuda" and settings.amp else "float32",
         tf32_matmul=torch.backends.cuda.matmul.allow_tf32,

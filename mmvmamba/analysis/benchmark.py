@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..deployment.fuse import fuse_for_cpu
+from ..models.layers.cpu_fusion import onednn_fusion_available
 from .bench_environment import environment
 from .models import build_benchmark_model, first_tensor
 from .scan_hooks import identity_scan, scan_mixers
@@ -175,10 +176,11 @@ def setup(spec: str, size: int, settings: BenchSettings) -> tuple[nn.Module, tor
 
 def inference_model(model: nn.Module, settings: BenchSettings) -> nn.Module:
     """The module that inference is timed on: ``model`` in eval mode, or on the CPU with
-    ``settings.fuse`` its fused twin (:func:`~mmvmamba.deployment.fuse_for_cpu` with
-    ``inplace=False``: it shares the parameters, ``model`` stays plain for training)."""
+    ``settings.fuse`` (and oneDNN in this torch build) its fused twin
+    (:func:`~mmvmamba.deployment.fuse_for_cpu` with ``inplace=False``: it shares the
+    parameters, ``model`` stays plain for training)."""
     model.eval()
-    if settings.device == "cpu" and settings.fuse:
+    if settings.device == "cpu" and settings.fuse and onednn_fusion_available():
         return fuse_for_cpu(model, inplace=False)
     return model
 

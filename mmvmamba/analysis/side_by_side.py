@@ -41,7 +41,8 @@ def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettin
     plain models.
 
     Returns:
-        model_a/b, size, batch, threads, img_s_a/b (medians), ``ratio`` = img/s of a over b,
+        model_a/b, size, batch, threads, fused_a/b (whether fuse_for_cpu swapped blocks in),
+        img_s_a/b (medians), ``ratio`` = img/s of a over b,
         gflops_a/b (paper-counted G multiply-adds per image), ``peak_gflop_s`` (median of the
         GEMM measurements) and use_a/b = 2 * gflops * img/s / peak_gflop_s (the share of the
         GEMM rate each model's counted arithmetic runs at).
@@ -74,7 +75,8 @@ def paired_throughput(spec_a: str, spec_b: str, size: int, settings: BenchSettin
         size=size,
         batch=quick.batch,
         threads=torch.get_num_threads(),
-        fused=quick.device == "cpu" and quick.fuse,
+        fused_a=models[0] is not plain[0],
+        fused_b=models[1] is not plain[1],
         img_s_a=img_s_a,
         img_s_b=img_s_b,
         ratio=t_b / t_a,

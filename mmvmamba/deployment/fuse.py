@@ -32,7 +32,7 @@ def shared_copy(model: nn.Module) -> nn.Module:
 
 
 def _check(model: nn.Module, blocks: list[tuple[str, VSSBlock]]) -> None:
-    """Raise ValueError naming what keeps ``blocks`` of ``model`` from CPU fusion."""
+    """Raise an error naming what keeps ``blocks`` of ``model`` from CPU fusion."""
     name = type(model).__name__
     if not onednn_fusion_available():
         raise RuntimeError(
@@ -84,10 +84,17 @@ def fuse_for_cpu(model: nn.Module, inplace: bool = True) -> nn.Module:
     Raises:
         ValueError: the model is in training mode, not on the CPU, not float32, or a block
             carries forward hooks (the message names the block and the fix).
-        RuntimeError: this torch build lacks the oneDNN ops.
+        RuntimeError: this torch build lacks the oneDNN ops (and the model has VSSBlocks).
     """
     blocks = [(n, m) for n, m in model.named_modules() if type(m) is VSSBlock]
     already = sum(isinstance(m, FusedVSSBlock) for m in model.modules())
+    if not blocks and not already:
+        print_log(
+            f"fuse_for_cpu: {type(model).__name__} has no VSSBlock; nothing fused",
+            logger="current",
+            level=logging.INFO,
+        )
+        return model
     _check(model, blocks)
     if not inplace:
         model = shared_copy(model)
@@ -104,7 +111,5 @@ def fuse_for_cpu(model: nn.Module, inplace: bool = True) -> nn.Module:
     summary += " out_proj; oneDNN, CPU float32 inference)"
     if already:
         summary += f"; {already} already fused"
-    if not blocks and not already:
-        summary = f"fuse_for_cpu: {type(model).__name__} has no VSSBlock; nothing fused"
     print_log(summary, logger="current", level=logging.INFO)
     return model

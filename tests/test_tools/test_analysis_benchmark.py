@@ -108,6 +108,7 @@ def test_paired_throughput_times_both_models():
 
     row = paired_throughput("vmamba-t", "swin-t", 32, BenchSettings(warmup=0, repeats=1, threads=1))
     assert row["img_s_a"] > 0 and row["img_s_b"] > 0 and row["threads"] == 1
+    assert row["fused_a"] and not row["fused_b"]  # VMamba-T fused on the CPU; Swin has no VSSBlock
     assert row["ratio"] == pytest.approx(row["img_s_a"] / row["img_s_b"])
     # paper-counted multiply-adds at 32 px: VMamba-T's 4.9056 G at 224 scales with the pixel
     # count up to its fixed head (the classifier's 768 x 1000 and the stage-4 map being 1 x 1)
