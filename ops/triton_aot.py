@@ -16,10 +16,11 @@ No driver or GPU is needed. Triton is imported lazily: this module imports witho
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # name -> (backend, arch, warp size)
@@ -188,42 +189,26 @@ def compile_key(launch: Launch, target: str) -> tuple:
     )
 
 
-@dataclass
-class CompileCache:
-    """Memo of :func:`compile_launch` results by :func:`compile_key` (errors kept as strings)."""
-
-    results: dict[tuple, KernelStats | str] = field(default_factory=dict)
-
-    def get(self, launch: Launch, target: str) -> KernelStats | str:
-        key = compile_key(launch, target)
-        if key not in self.results:
-            try:
-                self.results[key] = compile_launch(launch, target)
-            except Exception as exc:  # reported per row, never hidden
-                self.results[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-        return self.results[key]
+def try_compile(launch: Launch, target: str) -> KernelStats | str:
+    """:func:`compile_launch`, with a failure returned as a one-line "Type: message" string."""
+    try:
+        return compile_launch(launch, target)
+    except Exception as exc:  # reported per launch by the callers, never hidden
+        return f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
 
 
 def toolchain_missing(target: str) -> str | None:
     """Why ``target`` cannot be compiled here (None when it can)."""
-    try:
-        import triton  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("triton") is None:
         return "triton is not installed"
-    import os
-
     if TARGETS[target][0] == "cuda":
         from triton.backends.nvidia import compiler as nv
 
         try:
-            nv.get_ptxas(TARGETS[target][1])
-        except Exception as exc:
-            return f"triton's bundled ptxas is missing ({exc})"
-        return None
-    try:
-        from triton.backends.amd import compiler as amd
-    except ImportError as exc:
-        return f"triton has no HIP backend ({exc})"
-    lld = getattr(amd, "_get_path_to_hip_runtime_dylib", None)
-    del lld, os
+            tool = nv.get_ptxas(TARGETS[target][1])
+        except Exception as exc:  # the knob raises when no ptxas runs
+            return f"triton's bundled ptxas cannot run ({type(exc).__name__}: {exc})"
+        return None if tool is not None else "triton's bundled ptxas is missing"
+    if importlib.util.find_spec("triton.backends.amd") is None:
+        return "triton has no HIP backend"
     return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,63 @@ def _check_rows(rows: list[dict]) -> None:
         assert int(r["shared_bytes"]) <= SHARED_LIMIT[r["target"]], f"{where}: shared memory"
         if r["kernel"] == "scan_fwd":
             assert int(r["registers"]) <= 128, f"{where}: {r['registers']} registers"
+
+
+def test_ptxas_log_is_parsed_to_the_worst_function():
+    from vmamba_ops.triton_aot import _parse_ptxas
+
+    log = """ptxas info    : Compiling entry function '_fwd_kernel' for 'sm_80'
+ptxas info    : Function properties for _fwd_kernel
+    16 bytes stack frame, 12 bytes spill stores, 8 bytes spill loads
+ptxas info    : Used 72 registers, used 1 barriers, 384 bytes smem"""
+    got = _parse_ptxas(log)
+    assert got == {"registers": 72, "spill_stores": 12, "spill_loads": 8, "stack": 16}
+    with pytest.raises(RuntimeError, match="no register count"):
+        _parse_ptxas("ptxas fatal")
+
+
+def test_resident_programs_by_registers_warps_and_shared_memory():
+    from vmamba_ops.triton_aot import KernelStats
+
+    # 72 registers x 128 threads = 9,216 of 65,536 per SM -> 7 programs
+    assert KernelStats("sm_90", 72, 0, 0, 0, 256, 4).resident_programs() == 7
+    # registers are allocated in 8s: 41 -> 48 x 64 threads -> 21
+    assert KernelStats("sm_80", 41, 0, 0, 0, 0, 2).resident_programs() == 21
+    # shared memory bound: 100 KB of sm_80's 163 KB -> 1
+    assert KernelStats("sm_80", 32, 0, 0, 0, 100_000, 4).resident_programs() == 1
+    # 1-warp programs: at most 32 resident
+    assert KernelStats("sm_90", 16, 0, 0, 0, 0, 1).resident_programs() == 32
+
+
+SPECIALISE = """
+import json, torch
+from vmamba_ops.cross_scan import triton as cross_tri
+from vmamba_ops.triton_aot import _specialization
+launch = cross_tri.launch_for_shape(2, 96, 56, 56, torch.bfloat16, "cross", False)
+sig, consts, attrs = _specialization(launch)
+names = launch.kernel.arg_names
+print(json.dumps(dict(sig=sig, consts={k: str(v) for k, v in consts.items()},
+                      attrs=sorted(names[k[0]] for k in attrs))))
+"""
+
+
+def test_launches_specialise_like_triton_does():
+    """Pointers and multiples of 16 get tt.divisibility; ints equal to 1 become constants,
+    except the kernels' do_not_specialize sizes (as a real launch would do)."""
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SPECIALISE], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    sig, consts, attrs = got["sig"], got["consts"], got["attrs"]
+    assert sig["x_ptr"] == "*bf16" and "x_ptr" in attrs
+    assert sig["sxw"] == "constexpr" and consts["sxw"] == "1"  # stride 1
+    assert sig["sxc"] == "i32" and "sxc" in attrs  # 3136 = 16 * 196
+    assert sig["C"] == "i32" and "C" not in attrs  # do_not_specialize
+    assert consts["PATTERN"] == "0" and sig["BLOCK_P"] == "constexpr"
 
 
 def test_model_launches_compile_without_spills_and_fill_the_gpu(tmp_path):

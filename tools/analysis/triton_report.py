@@ -38,11 +38,11 @@ from vmamba_ops.selective_scan import triton_configs
 from vmamba_ops.triton_aot import (
     SHARED_LIMIT,
     TARGETS,
-    CompileCache,
     KernelStats,
     Launch,
     compile_key,
     toolchain_missing,
+    try_compile,
 )
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -176,7 +176,7 @@ _WORK: list[tuple[Launch, str]] = []
 
 def _compile_one(i: int) -> KernelStats | str:
     launch, target = _WORK[i]
-    return CompileCache().get(launch, target)
+    return try_compile(launch, target)
 
 
 def compile_sites(
