@@ -63,7 +63,7 @@ setup(
     packages=find_packages(include=["mmvmamba", "mmvmamba.*"]) + ops_packages,
     package_dir={"vmamba_ops": "ops"},
     include_package_data=True,
-    # the CPU selective-scan kernel is compiled from these on first use (vmamba_ops...native)
+    # the CPU selective-scan kernel is compiled from these on first use (vmamba_ops._c_library)
     package_data={"vmamba_ops": ["csrc/*.c", "csrc/*.h"]},
     install_requires=["torch>=2.1"] + read_requirements("runtime.txt"),
     extras_require={
