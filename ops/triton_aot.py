@@ -62,7 +62,12 @@ class Launch:
 
 @dataclass(frozen=True)
 class KernelStats:
-    """Resources of one compiled kernel on one target (bytes per thread for spills/stack)."""
+    """Resources of one compiled kernel on one target.
+
+    NVIDIA: registers per thread, spill / stack bytes per thread. AMD: ``registers`` are
+    VGPRs, ``spill_stores`` / ``spill_loads`` the spilled VGPRs + SGPRs (a count, not bytes).
+    ``shared`` is the shared (LDS) memory of one program in bytes.
+    """
 
     target: str
     registers: int

@@ -278,13 +278,15 @@ def plot(rows: list[dict], path: str) -> str:
     for ax, col, label in ((axes[0], "registers", "registers / thread"),
                            (axes[1], "resident_per_sm", "resident programs / SM")):  # fmt: skip
         data = [[r[col] for r in good if (r["kernel"], r["target"]) == k] for k in keys]
-        ax.boxplot(data, vert=True)
-        ax.set_xticks(range(1, len(keys) + 1), [f"{k}\n{t}" for k, t in keys], fontsize=7)
+        ax.boxplot(data)
+        ax.set_xticks(range(1, len(keys) + 1), [f"{k} {t}" for k, t in keys], fontsize=7)
+        ax.tick_params(axis="x", labelrotation=60)
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
     axes[0].axhline(128, color="r", linestyle="--", linewidth=1)
-    spills = sum(r["spill_bytes"] for r in good)
-    fig.suptitle(f"Triton kernels compiled ahead of time: {len(good)} launches, {spills} B spilled")
+    spills = sum(r["spill_bytes"] for r in good if TARGETS[r["target"]][0] == "cuda")
+    title = f"Triton kernels compiled ahead of time: {len(good)} launches, "
+    fig.suptitle(title + f"{spills} B spilled on NVIDIA targets")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
