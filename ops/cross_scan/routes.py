@@ -21,8 +21,9 @@ Patterns:
 
 Every Python implementation reads :data:`ROUTES`: the reference gathers with
 :func:`route_index`, the PyTorch backend turns each order into flips and a transpose
-(:mod:`.torch_views`, also the export decomposition). The C kernel (``csrc/cross_scan_cpu.c``)
-and the Triton kernel keep their own index arithmetic; the tests check both against this table.
+(:mod:`.torch_views`, also the export decomposition), the Triton kernel takes each route's
+order as a compile-time code (``triton.order_code``) and applies :func:`position`. The C kernel
+(``csrc/cross_scan_cpu.c``) keeps its own index arithmetic; a test checks it against this table.
 """
 
 from __future__ import annotations

@@ -1,10 +1,12 @@
 """Triton cross-scan / cross-merge (one kernel, both directions, any layout via strides).
 
 Each program handles BLOCK_P pixels (flat index p = h * W + w) x BLOCK_C channels of one image
-and computes, per pixel, the sequence position of every route (formulas in
-``vmamba_ops.cross_scan.naive``). Scan copies the pixel to its K positions; merge loads the K
-positions and stores their sum (so merge needs no atomics and is deterministic). Layouts are
-expressed through runtime strides; only the pattern and the direction are compile-time.
+and computes, per pixel, the sequence position of every route: the orders of
+:data:`vmamba_ops.cross_scan.routes.ROUTES` arrive as compile-time codes (:func:`order_code`) and
+``_position`` is :func:`~vmamba_ops.cross_scan.routes.position` written for Triton. Scan
+copies the pixel to its K positions; merge loads the K positions and stores their sum (so
+merge needs no atomics and is deterministic). Layouts are expressed through runtime strides;
+only the route orders and the direction are compile-time.
 """
 
 from __future__ import annotations
@@ -15,40 +17,53 @@ import triton.language as tl
 from torch import Tensor
 
 from ..triton_aot import Launch
+from .routes import Order, routes
 
-_PATTERN_ID = {"cross": 0, "unidi": 1, "bidi": 2, "cascade": 3}
+
+def order_code(order: Order) -> int:
+    """A route's :class:`~vmamba_ops.cross_scan.routes.Order` as one compile-time int:
+    bit 0 column-major, bit 1 flip_h, bit 2 flip_w (decoded by ``_position``)."""
+    return int(order.major == "col") | int(order.flip_h) << 1 | int(order.flip_w) << 2
 
 
 @triton.jit
-def _route(k: tl.constexpr, PATTERN: tl.constexpr, h, w, H, W):
-    L = H * W
-    row = h * W + w
-    col = w * H + h
-    if PATTERN == 0:  # cross
-        if k == 0:
-            r = row
-        elif k == 1:
-            r = col
-        elif k == 2:
-            r = L - 1 - row
-        else:
-            r = L - 1 - col
-    elif PATTERN == 1:  # unidi
-        r = row
-    elif PATTERN == 2:  # bidi
-        if k < 2:
-            r = row
-        else:
-            r = L - 1 - row
-    else:  # cascade: every row / column is its own sequence
-        if k == 0:
-            r = row
-        elif k == 1:
-            r = h * W + (W - 1 - w)
-        elif k == 2:
-            r = col
-        else:
-            r = w * H + (H - 1 - h)
+def _position(ORDER: tl.constexpr, h, w, H, W):
+    """:func:`vmamba_ops.cross_scan.routes.position` of pixel (h, w) for an encoded order."""
+    if ORDER & 2:
+        hh = H - 1 - h
+    else:
+        hh = h
+    if ORDER & 4:
+        ww = W - 1 - w
+    else:
+        ww = w
+    if ORDER & 1:
+        r = ww * H + hh
+    else:
+        r = hh * W + ww
+    return r
+
+
+@triton.jit
+def _route(
+    k: tl.constexpr,
+    R0: tl.constexpr,
+    R1: tl.constexpr,
+    R2: tl.constexpr,
+    R3: tl.constexpr,
+    h,
+    w,
+    H,
+    W,
+):
+    if k == 0:
+        r = _position(R0, h, w, H, W)
+    elif k == 1:
+        r = _position(R1, h, w, H, W)
+    elif k == 2:
+        r = _position(R2, h, w, H, W)
+    else:
+        r = _position(R3, h, w, H, W)
     return r
 
 
@@ -67,7 +82,10 @@ def _cross_kernel(
     syk,
     syc,
     syl,  # strides of the sequences y (B, K, C, L) view
-    PATTERN: tl.constexpr,
+    R0: tl.constexpr,  # the encoded order of each route (order_code)
+    R1: tl.constexpr,
+    R2: tl.constexpr,
+    R3: tl.constexpr,
     MERGE: tl.constexpr,
     BLOCK_P: tl.constexpr,
     BLOCK_C: tl.constexpr,
@@ -85,7 +103,7 @@ def _cross_kernel(
     if MERGE:
         acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=tl.float32)
         for k in tl.static_range(4):
-            r = _route(k, PATTERN, h, w, H, W)
+            r = _route(k, R0, R1, R2, R3, h, w, H, W)
             acc += tl.load(y_ptr + y_base + k * syk + r[:, None] * syl, mask=mask, other=0.0).to(
                 tl.float32
             )
@@ -93,7 +111,7 @@ def _cross_kernel(
     else:
         v = tl.load(x_ptr + x_off, mask=mask, other=0.0)
         for k in tl.static_range(4):
-            r = _route(k, PATTERN, h, w, H, W)
+            r = _route(k, R0, R1, R2, R3, h, w, H, W)
             tl.store(y_ptr + y_base + k * syk + r[:, None] * syl, v, mask=mask)
 
 
@@ -114,7 +132,8 @@ def cross_launch(
     args.update(zip(("sxb", "sxc", "sxh", "sxw"), x_view.stride()))
     args.update(zip(("syb", "syk", "syc", "syl"), y_view.stride()))
     grid = (triton.cdiv(h * w, BLOCK_P), triton.cdiv(c, BLOCK_C), b)
-    consts = dict(PATTERN=_PATTERN_ID[pattern], MERGE=merge, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
+    codes = {f"R{k}": order_code(order) for k, order in enumerate(routes(pattern))}
+    consts = dict(**codes, MERGE=merge, BLOCK_P=BLOCK_P, BLOCK_C=BLOCK_C)
     return Launch(
         _cross_kernel, grid, args, consts, NUM_WARPS, "cross_" + ("merge" if merge else "scan")
     )

@@ -59,7 +59,7 @@ def _check_dtype(u: Tensor) -> None:
     if u.dtype == torch.float64:
         raise TypeError(
             "selective_scan: the Triton backend computes in float32; float64 inputs need "
-            "backend='cpu' or 'ref'"
+            "backend='auto' (which runs 'ref' for them), 'ref' or 'torch'"
         )
 
 

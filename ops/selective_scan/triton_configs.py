@@ -72,7 +72,7 @@ def n_bucket(n: int) -> int:
             return b
     raise ValueError(
         f"selective_scan: the Triton kernels support d_state N <= {N_BUCKETS[-1]}, got N={n}; "
-        "use backend='cpu' or 'ref' for larger states"
+        "use backend='torch' or 'ref' for larger states"
     )
 
 

@@ -113,7 +113,9 @@ def test_launches_specialise_like_triton_does():
     assert sig["sxw"] == "constexpr" and consts["sxw"] == "1"  # stride 1
     assert sig["sxc"] == "i32" and "sxc" in attrs  # 3136 = 16 * 196
     assert sig["C"] == "i32" and "C" not in attrs  # do_not_specialize
-    assert consts["PATTERN"] == "0" and sig["BLOCK_P"] == "constexpr"
+    # the 'cross' routes' orders (routes.ROUTES) as codes: row, col, row reversed, col reversed
+    assert [consts[f"R{k}"] for k in range(4)] == ["0", "1", "6", "7"]
+    assert sig["BLOCK_P"] == "constexpr"
 
 
 def test_model_launches_compile_without_spills_and_fill_the_gpu(tmp_path):
