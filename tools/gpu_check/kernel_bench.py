@@ -2,6 +2,7 @@
 
 For each launch the models make (VMamba-T stage 1 at 224 batch 128 and at 768 batch 16, Vim-S
 at 224 batch 128), float32 and bfloat16, forward and forward+backward: our Triton kernels, the
+chunked PyTorch scan (``backend='torch'``, what CUDA runs without Triton), the
 sequential PyTorch reference (:func:`vmamba_ops.selective_scan_ref`; forward+backward only where
 the sequence is short enough to finish in the budget) and ``mamba_ssm.selective_scan_fn`` where
 ``mamba_ssm`` imports. Cross-scan / cross-merge: Triton against the PyTorch reference backend.
@@ -89,6 +90,9 @@ def bench_scan(ctx: Context, shape: tuple, dtype_name: str, backward: bool, mamb
         reps,
         max_s,
     )
+    # the chunked PyTorch scan: what runs on CUDA without Triton
+    torch_scan = lambda *a: vmamba_ops.selective_scan(*a, **kw, backend="torch")  # noqa: E731
+    row["torch_chunked_ms"] = 1e3 * _timer(ctx, torch_scan, args, backward, reps, max_s)
     if backward and shape[5] > REF_FWD_BWD_MAX_L:
         row["torch_ref_ms"] = "not timed (L too long)"
     else:
