@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import torch
 
 ARG_NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
@@ -81,3 +85,17 @@ def assert_close_rel(actual, expected, rtol: float, atol: float, name: str = "")
         f"{name}: max |diff| {(actual - expected).abs().max().item():.3e} exceeds "
         f"atol {atol} + rtol {rtol} * |expected|"
     )
+
+
+def run_interpreted(test_file: str, *pytest_args: str) -> str:
+    """Run ``test_file``'s tests with pytest in a fresh interpreter with TRITON_INTERPRET=1.
+
+    Triton reads the variable when its jit functions are decorated (at ``import triton``); a
+    test process that imported triton in compiled mode re-runs its Triton cases this way.
+    Returns pytest's summary line; fails with pytest's output if a test failed.
+    """
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", test_file, *pytest_args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]

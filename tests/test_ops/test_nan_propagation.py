@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from ops_test_utils import args_of, make_inputs
+from ops_test_utils import args_of, make_inputs, run_interpreted
 
 CUDA = torch.cuda.is_available()
 _TRITON = importlib.util.find_spec("triton") is not None
@@ -31,6 +31,14 @@ TRITON = pytest.param(
     ),
 )
 BACKENDS = ["ref", "torch", "c", TRITON]
+
+
+@pytest.mark.skipif(
+    not (_TRITON and _PREIMPORTED and not CUDA), reason="the Triton cases run in this process"
+)
+def test_triton_cases_in_a_fresh_interpreter():
+    summary = run_interpreted(__file__, "-k", "triton and not fresh_interpreter")
+    assert summary.startswith("6 passed"), summary  # 3 places x softplus / raw, none skipped
 
 
 def _poison(inp: dict, where: str) -> None:

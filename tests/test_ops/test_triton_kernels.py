@@ -10,7 +10,6 @@ triton was already imported in compiled mode, the tests re-run this file in a fr
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -21,7 +20,13 @@ _PREIMPORTED = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET", "0
 if not CUDA and not _PREIMPORTED:
     os.environ["TRITON_INTERPRET"] = "1"
 
-from ops_test_utils import args_of, assert_close_rel, grads, make_inputs  # noqa: E402
+from ops_test_utils import (  # noqa: E402
+    args_of,
+    assert_close_rel,
+    grads,
+    make_inputs,
+    run_interpreted,
+)
 
 import vmamba_ops  # noqa: E402
 
@@ -35,10 +40,7 @@ needs_this_process = pytest.mark.skipif(
 
 @pytest.mark.skipif(not _PREIMPORTED or CUDA, reason="triton interpreter already active")
 def test_in_a_fresh_interpreter():
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_interpreted(__file__)
 
 
 def _to(inp: dict) -> dict:
