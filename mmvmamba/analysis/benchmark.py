@@ -244,6 +244,8 @@ def measure(spec: str, size: int, settings: BenchSettings, scan: str = "normal")
                 stack.enter_context(identity_scan(m))
         if settings.memory:  # before any timing: the first peak is the one we want
             row.update(_memory(forward, forward_backward, model, settings))
+            model.eval()  # _memory trains for its forward+backward peak
+            infer.eval()
         fwd = statistics.median(time_calls(forward, settings))
         row.update(fwd_ms=1000 * fwd, img_s=settings.batch / fwd)
         if settings.train:

@@ -5,8 +5,10 @@ check) warns that ``pkg_resources is deprecated``; that and the other notes list
 :data:`KNOWN_NOISE` say nothing to a user of our tools. Each filter names one message (and the
 module it comes from where that is stable), so any other warning still reaches the user.
 mmengine's own deprecation notes go through its logger instead (:data:`KNOWN_LOG_NOISE`,
-:func:`quiet_known_log_records`). This module imports only the standard library, so a tool can
-call :func:`quiet_known_warnings` before it imports a framework.
+:func:`quiet_known_log_records`). This module imports only the standard library; importing it
+through the package loads the frameworks under :func:`known_warnings_quieted`
+(``mmvmamba/__init__.py``), and :func:`quiet_known_warnings` then keeps the same notes quiet for
+the rest of the run.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _install() -> None:
 def quiet_known_warnings() -> None:
     """Ignore the warnings of :data:`KNOWN_NOISE` for the rest of the process.
 
-    Call it at the top of an entry point, before the frameworks are imported. Idempotent.
+    Call it at the top of an entry point. Idempotent.
     """
     _install()
 

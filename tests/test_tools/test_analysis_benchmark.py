@@ -178,3 +178,27 @@ def test_caching_allocator_is_switched_on_before_the_model(tmp_path, monkeypatch
     monkeypatch.setattr(allocator, "keep_freed_memory", lambda: False)  # not glibc
     with pytest.raises(RuntimeError, match="needs glibc"):
         benchmark.apply_allocator(BenchSettings(allocator="caching"))
+
+
+def test_inference_is_timed_in_eval_mode_after_the_memory_pass(monkeypatch):
+    """The memory pass trains (its forward+backward peak); every no-grad forward timed after it
+    must see the model in eval mode again (dropout / drop-path off), fused or not."""
+    from mmvmamba.analysis import benchmark
+
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.calls = []
+
+        def forward(self, x):
+            self.calls.append((torch.is_grad_enabled(), self.training))
+            return (self.conv(x),)
+
+    model = Recorder()
+    monkeypatch.setattr(benchmark, "build_benchmark_model", lambda spec, size: model)
+    settings = BenchSettings(warmup=0, repeats=2, threads=1, train=True, memory=True, fuse=False)
+    row = benchmark.measure("recorder", 16, settings)
+    no_grad = [training for grad, training in model.calls if not grad]
+    assert row["img_s"] > 0 and len(no_grad) >= 3
+    assert not any(no_grad), model.calls

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from mmvmamba.utils import quiet_known_warnings
 
-quiet_known_warnings()  # before the frameworks load: their deprecation notes are not the user's
+quiet_known_warnings()  # the frameworks' known deprecation notes are not the user's
 
 import argparse
 import os
