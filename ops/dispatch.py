@@ -107,6 +107,8 @@ def _warn_once(key: str, message: str) -> None:
 
 
 def _device_type(device: torch.device | str) -> str:
+    if isinstance(device, torch.device):
+        return device.type
     return device if device in ("cpu", "cuda", "meta") else torch.device(device).type
 
 

@@ -14,8 +14,8 @@
 The two tasks run as two processes side by side (``--jobs 2``), each with ``cores / 2``
 torch threads: on a small CPU this is much faster than two threads fighting over one model.
 The same runs from the command line: ``python tools/train.py CONFIG`` then
-``python tools/test.py CONFIG CHECKPOINT``. ``--quick`` is a test-sized run. The full run takes
-about 6-8 minutes on 2 cores.
+``python tools/test.py CONFIG CHECKPOINT``. ``--quick`` is a test-sized run (how long the full
+run takes on 2 cores: docs/benchmarks.md).
 """
 
 # ruff: noqa: E402  (the frameworks are imported after quiet_known_warnings())

@@ -62,7 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--flush-denormal",
         action="store_true",
         help="CPU: count float32 values below 1.2e-38 as 0 (torch.set_flush_denormal); Vim's "
-        "backward fills with them at 384 px and up, ~1.8x faster training with this",
+        "backward fills with them at 384 px and up, and subnormal arithmetic is slow on CPUs "
+        "(measured speed-up: docs/benchmarks.md)",
     )
     parser.add_argument("--debug", action="store_true", help="full tracebacks on config errors")
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)

@@ -1,8 +1,8 @@
 """glibc ``malloc`` settings for CPU benchmarks: keep freed memory for reuse.
 
 By default glibc serves every allocation over ~32 MB with a fresh ``mmap`` and unmaps it on
-``free``, so each new large tensor page-faults on first touch (about 0.25 ms per MB on a
-typical VM): a 56 MB activation costs ~15 ms to write the first time and ~4 ms the second. A
+``free``, so each new large tensor page-faults on first touch: writing it the first time costs
+several times what writing it again does (measured: docs/benchmarks.md, "Allocator"). A
 caching allocator avoids that; PyTorch's own CPU launcher
 (``python -m torch.backends.xeon.run_cpu``) preloads jemalloc or tcmalloc for this reason.
 :func:`keep_freed_memory` gets the same effect from glibc itself, in-process, without

@@ -26,8 +26,10 @@ def _call(op: str, inp: Tensor, out: Tensor, b: int, c: int, h: int, w: int, pat
         return
     fn = function(f"vmamba_{op}_{_SFX[inp.dtype]}", _ARGTYPES)
     rc = fn(b, c, h, w, PATTERNS.index(pattern), ptr(inp), ptr(out), torch.get_num_threads())
+    if rc == -2:  # (patterns are checked before the call; a new one the kernel lacks)
+        raise ValueError(f"{op} (CPU kernel): pattern {pattern!r} is not in the compiled kernel")
     if rc != 0:
-        raise MemoryError(f"{op} (CPU kernel): failed with code {rc}")
+        raise MemoryError(f"{op} (CPU kernel): out of memory (code {rc})")
 
 
 def to_channel_first(x: Tensor) -> Tensor:

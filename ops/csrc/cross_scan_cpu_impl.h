@@ -164,7 +164,7 @@ int SFX(vmamba_cross_merge)(int64_t B, int64_t C, int64_t H, int64_t W, int patt
 }
 
 /* ---- channels-last -> channel-first: src (B, L, C) -> dst (B, C, L) ----
- * torch's copy for this permutation runs at ~2 GB/s here; V x V tiles transposed in registers
+ * torch's copy for this permutation is slow (docs/benchmarks.md); V x V tiles transposed in registers
  * read V pixels' channel runs and write V channels' pixel runs, both in V-element pieces. Task =
  * (image, run of pixels), pixel blocks outer so that the C output rows being filled stay in L1. */
 typedef struct {
