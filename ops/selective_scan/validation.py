@@ -26,6 +26,13 @@ def _check(name: str, t: Tensor | None, shape: tuple, optional: bool = False) ->
         )
 
 
+def _check_groups(dim: int, g: int) -> None:
+    if g < 1 or dim % g != 0:
+        raise ValueError(
+            f"selective_scan: dim={dim} is not divisible by the number of B/C groups G={g}"
+        )
+
+
 def validate_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
     """Raise ValueError/TypeError naming the first bad argument (shapes per `selective_scan`)."""
     if not isinstance(u, Tensor) or u.dim() != 3:
@@ -45,10 +52,7 @@ def validate_inputs(u, delta, A, B, C, D=None, z=None, delta_bias=None) -> None:
             f"{tuple(B.shape) if isinstance(B, Tensor) else type(B).__name__}"
         )
     g = B.shape[1] if B.dim() == 4 else 1
-    if g < 1 or dim % g != 0:
-        raise ValueError(
-            f"selective_scan: dim={dim} is not divisible by the number of B/C groups G={g}"
-        )
+    _check_groups(dim, g)
     bc_shape = (b, g, n, length) if B.dim() == 4 else (b, n, length)
     _check("B", B, bc_shape)
     _check("C", C, bc_shape)
@@ -80,10 +84,7 @@ def check_low_rank(u: Tensor, delta: Tensor, delta_proj: Tensor, B: Tensor) -> N
             f"factors and must have shape {want} (batch, [G,] R, L), got {got}"
         )
     _check("delta", delta, want)  # its dtype
-    if g < 1 or dim % g != 0:
-        raise ValueError(
-            f"selective_scan: dim={dim} is not divisible by the number of B/C groups G={g}"
-        )
+    _check_groups(dim, g)
 
 
 __all__ = ["check_low_rank", "validate_inputs"]
